@@ -1,0 +1,73 @@
+/**
+ * The shared library of the PostgreSQL scale-out workshop. Notebooks and
+ * tests import everything from here.
+ *
+ * ```ts
+ * import { startCluster, distribution, distributionPlot, show } from "../lib/mod.ts";
+ * const cluster = await startCluster({ name: "demo", nodes: [{ name: "eu_db_1" }] });
+ * ```
+ *
+ * @module
+ */
+
+export { configure, type ProviderKind, type Settings, settings } from "./config.ts";
+export { ERROR_CODES, type ErrorCode, isWorkshopError, WorkshopError } from "./errors.ts";
+export {
+  Cluster,
+  type ClusterOptions,
+  type NodeOptions,
+  runningClusters,
+  startCluster,
+} from "./cluster.ts";
+export { type ClientOptions, connect, Node, type Sql, type StatementResult } from "./node.ts";
+export {
+  getRegion,
+  type Region,
+  type RegionId,
+  REGIONS,
+  roundTripMs,
+  roundTripTable,
+} from "./regions.ts";
+export { type DelayProxy, type DelayProxyOptions, startDelayProxy } from "./latency_proxy.ts";
+export {
+  type ForeignLink,
+  foreignServers,
+  ident,
+  linkNodes,
+  type LinkOptions,
+  literal,
+  optionMap,
+} from "./fdw.ts";
+export {
+  type Columns,
+  createLayout,
+  hashPartition,
+  type Layout,
+  listHashPartition,
+  listPartition,
+} from "./partitioning.ts";
+export {
+  distribution,
+  type PartitionRow,
+  partitionTree,
+  rowsPerNode,
+  type ShardRow,
+  sharedTargets,
+  totalRows,
+} from "./inspect.ts";
+export {
+  callout,
+  type Displayable,
+  html,
+  htmlTable,
+  markdown,
+  mimeBundle,
+  show,
+  table,
+  type TableOptions,
+  verify,
+  verifyThat,
+} from "./display.ts";
+export { distributionPlot, type Figure, renderPlot } from "./plot.ts";
+export { seededRandom, seededUuid } from "./random.ts";
+export { reclaimStaleRuns } from "./_runs.ts";

@@ -1,0 +1,125 @@
+/**
+ * Charts with Observable Plot, rendered on the server into SVG (jsdom as the
+ * document), so they show in notebooks and survive into the HTML reports.
+ *
+ * jsdom takes most of a second to load, so it loads on first use; the chart
+ * functions are async. `show()` accepts their promises directly:
+ * `await show(distributionPlot(shards))`.
+ *
+ * @module
+ */
+
+import type * as PlotTypes from "@observablehq/plot";
+import type { Displayable } from "./display.ts";
+import type { ShardRow } from "./inspect.ts";
+
+/** A rendered chart: HTML (an SVG, or a figure with title and legend around it). */
+export interface Figure extends Displayable {
+  /** The chart's markup. */
+  readonly html: string;
+}
+
+/** Options of Observable Plot's `plot()`, without `document`. */
+export type PlotOptions = PlotTypes.PlotOptions;
+
+interface Renderer {
+  Plot: typeof PlotTypes;
+  document: Document;
+}
+
+let renderer: Promise<Renderer> | undefined;
+
+/** Loads Observable Plot and a jsdom document once. */
+export function plotLibrary(): Promise<Renderer> {
+  renderer ??= (async () => {
+    const [Plot, { JSDOM }] = await Promise.all([import("@observablehq/plot"), import("jsdom")]);
+    return { Plot, document: new JSDOM("").window.document as unknown as Document };
+  })();
+  return renderer;
+}
+
+/** Defaults every chart shares. */
+export const PLOT_DEFAULTS: Partial<PlotOptions> = {
+  width: 760,
+  style: { fontSize: "12px", background: "white", overflow: "visible" },
+};
+
+/**
+ * Renders Plot options into a displayable figure.
+ *
+ * @param build Receives the Plot module and returns the options (marks etc.).
+ * @example
+ * ```ts
+ * const fig = await renderPlot((Plot) => ({ marks: [Plot.barY([{ x: "a", y: 3 }], { x: "x", y: "y" })] }));
+ * fig.html; // "<svg …"
+ * ```
+ */
+export async function renderPlot(build: (Plot: typeof PlotTypes) => PlotOptions): Promise<Figure> {
+  const { Plot, document } = await plotLibrary();
+  const options = build(Plot);
+  const element = Plot.plot({
+    ...PLOT_DEFAULTS,
+    ...options,
+    style: { ...(PLOT_DEFAULTS.style as object), ...(options.style as object ?? {}) },
+    document,
+  });
+  const html = (element as unknown as Element).outerHTML;
+  return {
+    html,
+    [Symbol.for("Jupyter.display")]: () => ({ "text/html": html, "text/plain": "[chart]" }),
+  };
+}
+
+/** Options for {@link distributionPlot}. */
+export interface DistributionPlotOptions {
+  /** Title above the chart. */
+  title?: string;
+  /** Line under the title. */
+  subtitle?: string;
+  /** Measure to show. @default "rows" */
+  measure?: "rows" | "bytes";
+}
+
+/**
+ * Shard distribution: one bar per leaf partition, coloured by the node that
+ * holds it, labelled with its value.
+ *
+ * @example
+ * ```ts
+ * await show(distributionPlot(await distribution(eu1, "customer"), { title: "Year 1: 2 nodes" }));
+ * ```
+ */
+export function distributionPlot(
+  shards: readonly ShardRow[],
+  options: DistributionPlotOptions = {},
+): Promise<Figure> {
+  const measure = options.measure ?? "rows";
+  const data = shards.map((s) => ({
+    partition: s.partition,
+    node: s.node ? `${s.node}${s.region ? ` (${s.region})` : ""}` : "outside the cluster",
+    value: measure === "rows" ? s.rows : (s.bytes ?? 0) / 1024,
+  }));
+  const longest = Math.max(8, ...data.map((d) => d.partition.length));
+  const label = measure === "rows" ? "rows stored on the node" : "size on disk (KiB)";
+  return renderPlot((Plot) => ({
+    title: options.title,
+    subtitle: options.subtitle,
+    height: 40 + 34 * data.length,
+    marginLeft: Math.min(260, 12 + longest * 7),
+    marginRight: 60,
+    x: { label, grid: true, nice: true },
+    y: { label: "partition", domain: data.map((d) => d.partition) },
+    color: { legend: true, label: "node" },
+    marks: [
+      Plot.barX(data, { y: "partition", x: "value", fill: "node", inset: 2 }),
+      Plot.text(data, {
+        y: "partition",
+        x: "value",
+        text: (d: { value: number }) => measure === "rows" ? String(d.value) : d.value.toFixed(0),
+        textAnchor: "start",
+        dx: 4,
+      }),
+      Plot.ruleX([0]),
+    ],
+  }));
+}

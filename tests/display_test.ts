@@ -1,0 +1,99 @@
+import assert from "node:assert/strict";
+import {
+  callout,
+  distributionPlot,
+  mimeBundle,
+  type ShardRow,
+  table,
+  verify,
+  verifyThat,
+} from "../lib/mod.ts";
+
+const SHARDS: ShardRow[] = [
+  {
+    partition: "customer_0",
+    schema: "public",
+    parent: "customer",
+    level: 1,
+    kind: "local",
+    bound: null,
+    server: null,
+    remoteTable: null,
+    node: "eu_db_1",
+    region: "eu-west-2",
+    rows: 1012,
+    bytes: 180224,
+  },
+  {
+    partition: "customer_1",
+    schema: "public",
+    parent: "customer",
+    level: 1,
+    kind: "foreign",
+    bound: null,
+    server: "eu_db_2",
+    remoteTable: "public.customer",
+    node: "eu_db_2",
+    region: "eu-west-2",
+    rows: 988,
+    bytes: 172032,
+  },
+  {
+    partition: "customer_2",
+    schema: "public",
+    parent: "customer",
+    level: 1,
+    kind: "foreign",
+    bound: null,
+    server: "us_db_1",
+    remoteTable: "public.customer",
+    node: "us_db_1",
+    region: "us-east-1",
+    rows: 0,
+    bytes: 8192,
+  },
+];
+
+Deno.test("distributionPlot() renders an SVG with one bar and one label per partition", async () => {
+  const figure = await distributionPlot(SHARDS, { title: "Year 1" });
+  const html = figure.html;
+  assert.match(html, /<svg[^>]*>/);
+  const bars = html.match(/<g aria-label="bar"[^>]*>([\s\S]*?)<\/g>/)?.[1] ?? "";
+  assert.equal(bars.match(/<rect /g)?.length, 3, "three bars");
+  const labels = html.match(/<g aria-label="text"[^>]*>([\s\S]*?)<\/g>/)?.[1] ?? "";
+  for (const n of ["1012", "988", "0"]) assert.ok(labels.includes(`>${n}<`), `label ${n}`);
+  assert.ok(html.includes("Year 1"), "title");
+  assert.ok(html.includes("us_db_1 (us-east-1)"), "legend names node and region");
+  assert.ok(html.includes("rows stored on the node"), "axis label with unit");
+  assert.equal(mimeBundle(figure)["text/html"], html);
+});
+
+Deno.test("distributionPlot() can show bytes in KiB instead of rows", async () => {
+  const figure = await distributionPlot(SHARDS, { measure: "bytes" });
+  assert.ok(figure.html.includes("size on disk (KiB)"));
+  assert.ok(figure.html.includes(">176<"), "180224 bytes = 176 KiB");
+});
+
+Deno.test("table() renders rows as an HTML table and aligned text, escaping HTML", () => {
+  const bundle = mimeBundle(table([{ name: "<b>x</b>", rows: 3, note: null }], { caption: "c" }));
+  assert.match(bundle["text/html"], /<caption>c<\/caption>/);
+  assert.ok(bundle["text/html"].includes("&lt;b&gt;x&lt;/b&gt;"));
+  assert.ok(bundle["text/html"].includes('class="num">3<'));
+  assert.ok(bundle["text/html"].includes("NULL"));
+  assert.match(bundle["text/plain"], /name\s+\| rows \| note/);
+});
+
+Deno.test("verify() shows a passing check and throws on a failing one", () => {
+  assert.match(mimeBundle(verify("rows", 2000, 2000))["text/plain"], /rows: 2000/);
+  assert.throws(() => verify("rows", 1999, 2000), /Check failed: rows: expected 2000, got 1999/);
+  assert.throws(
+    () => verifyThat("even", false, "a: 1, b: 999"),
+    /Check failed: even \(a: 1, b: 999\)/,
+  );
+});
+
+Deno.test("callout() makes presenter notes visible with a label", () => {
+  const bundle = mimeBundle(callout("presenter", "MENTION PAUSE"));
+  assert.match(bundle["text/html"], /Presenter:<\/strong> MENTION PAUSE/);
+  assert.match(bundle["text/plain"], /Presenter: MENTION PAUSE/);
+});
