@@ -71,3 +71,38 @@ export {
 export { distributionPlot, type Figure, renderPlot } from "./plot.ts";
 export { seededRandom, seededUuid } from "./random.ts";
 export { reclaimStaleRuns } from "./_runs.ts";
+export {
+  type BuiltinOp,
+  type Operation,
+  type OperationContext,
+  percentile,
+  type Sample,
+  startWorkload,
+  type StepMark,
+  type StepSummary,
+  summarize,
+  Workload,
+  type WorkloadOptions,
+} from "./workload.ts";
+export {
+  latencyFromRegions,
+  type RegionLatencyOptions,
+  type RegionLatencyRow,
+} from "./region_latency.ts";
+export {
+  latencyPercentiles,
+  latencyTimeline,
+  regionLatencyPlot,
+  simulatedLatencyNote,
+} from "./plot_latency.ts";
+export {
+  allExercises,
+  type BoundExercise,
+  type CheckResult,
+  type CheckStatus,
+  defineExercise,
+  exercise,
+  type ExerciseDefinition,
+} from "./exercises.ts";
+
+// Lesson modules (one per notebook): section resets and exercises. Each line is owned by its notebook.

@@ -1,0 +1,185 @@
+/**
+ * Latency charts: a workload's timeline with step boundaries, its
+ * percentiles per step, and latency by user region. Every chart says that
+ * the region latency is simulated, and by what scale.
+ *
+ * @module
+ */
+
+import { settings } from "./config.ts";
+import { type Figure, renderPlot } from "./plot.ts";
+import type { RegionLatencyRow } from "./region_latency.ts";
+import type { Sample, StepMark, StepSummary } from "./workload.ts";
+import { summarize } from "./workload.ts";
+
+/** A line saying how region latency was produced, for chart subtitles. */
+export function simulatedLatencyNote(scale = settings().latencyScale): string {
+  if (scale === 0) return "region latency simulation off (LATENCY_SCALE=0)";
+  const real = scale === 1 ? "real-world" : `${scale}× real-world`;
+  return `simulated region latency: ${real} round trips (cloudping.co medians)`;
+}
+
+/** What the timeline needs: a workload, or its samples and marks. */
+export interface TimelineSource {
+  samples: readonly Sample[];
+  marks: readonly StepMark[];
+}
+
+/** Options for {@link latencyTimeline}. */
+export interface TimelineOptions {
+  title?: string;
+  subtitle?: string;
+  /** Log scale for the y axis (latencies spanning 1 ms to seconds). @default true */
+  log?: boolean;
+}
+
+/**
+ * Latency over time: one dot per operation (failures as red crosses), with
+ * a labelled rule at each step boundary.
+ *
+ * @example
+ * ```ts
+ * await show(latencyTimeline(load, { title: "SELECT count(*) through the re-partitioning" }));
+ * ```
+ */
+export function latencyTimeline(
+  source: TimelineSource,
+  options: TimelineOptions = {},
+): Promise<Figure> {
+  const points = source.samples.map((s) => ({
+    ...s,
+    seconds: s.t / 1000,
+    shown: Math.max(s.ms, 0.05),
+  }));
+  const ok = points.filter((p) => p.ok);
+  const failed = points.filter((p) => !p.ok);
+  const marks = source.marks.map((m) => ({ ...m, seconds: m.t / 1000 }));
+  const log = options.log ?? true;
+  return renderPlot((Plot) => ({
+    title: options.title,
+    subtitle: options.subtitle ?? simulatedLatencyNote(),
+    height: 340,
+    marginTop: 30,
+    x: { label: "time since the workload started (s)", grid: true },
+    y: { label: "latency (ms)", type: log ? "log" : "linear", grid: true },
+    color: { legend: true, label: "operation" },
+    marks: [
+      Plot.ruleX(marks, { x: "seconds", stroke: "#888", strokeDasharray: "4,3" }),
+      Plot.text(marks, {
+        x: "seconds",
+        frameAnchor: "top",
+        text: "step",
+        textAnchor: "start",
+        dx: 3,
+        dy: -12,
+        fill: "#555",
+        lineWidth: 12,
+      }),
+      Plot.dot(ok, { x: "seconds", y: "shown", fill: "op", r: 2.5, tip: true }),
+      Plot.dot(failed, { x: "seconds", y: "shown", symbol: "times", stroke: "#d62728", r: 4 }),
+    ],
+  }));
+}
+
+/**
+ * p50 / p95 / p99 latency per step, one panel per operation.
+ *
+ * @param source A workload, its samples and marks, or a ready summary.
+ * @example
+ * ```ts
+ * await show(latencyPercentiles(load));
+ * ```
+ */
+export function latencyPercentiles(
+  source: TimelineSource | readonly StepSummary[],
+  options: { title?: string; subtitle?: string } = {},
+): Promise<Figure> {
+  const summary = Array.isArray(source) ? source as StepSummary[] : summarize(
+    (source as TimelineSource).samples,
+    (source as TimelineSource).marks.map((m) => m.step),
+  );
+  const steps = [...new Set(summary.map((s) => s.step))];
+  const data = summary.flatMap((s) =>
+    (["p50", "p95", "p99"] as const).filter((p) => Number.isFinite(s[p])).map((p) => ({
+      step: s.step,
+      op: s.op,
+      percentile: p,
+      ms: s[p],
+    }))
+  );
+  const ops = [...new Set(summary.map((s) => s.op))];
+  return renderPlot((Plot) => ({
+    title: options.title,
+    subtitle: options.subtitle ?? simulatedLatencyNote(),
+    height: 60 + 170 * ops.length,
+    marginBottom: 40,
+    marginRight: 70,
+    fx: { domain: steps, label: null, padding: 0.15 },
+    fy: { label: "operation" },
+    x: { domain: ["p50", "p95", "p99"], axis: null },
+    y: { label: "latency (ms)", grid: true },
+    color: {
+      legend: true,
+      label: "percentile",
+      domain: ["p50", "p95", "p99"],
+      range: ["#9ecae1", "#3182bd", "#08519c"],
+    },
+    marks: [
+      Plot.barY(data, {
+        fx: "step",
+        fy: "op",
+        x: "percentile",
+        y: "ms",
+        fill: "percentile",
+        tip: true,
+      }),
+      Plot.ruleY([0]),
+    ],
+  }));
+}
+
+/**
+ * Latency by user region, one bar per region and step: who is close to the
+ * data and who is not.
+ *
+ * @example
+ * ```ts
+ * await show(regionLatencyPlot([...before, ...after], { title: "count(*) as seen from each region" }));
+ * ```
+ */
+export function regionLatencyPlot(
+  rows: readonly RegionLatencyRow[],
+  options: { title?: string; subtitle?: string } = {},
+): Promise<Figure> {
+  const steps = [...new Set(rows.map((r) => r.step))];
+  const regions = [...new Set(rows.map((r) => r.region))];
+  const scale = rows[0]?.latencyScale ?? settings().latencyScale;
+  return renderPlot((Plot) => ({
+    title: options.title,
+    subtitle: options.subtitle ?? simulatedLatencyNote(scale),
+    height: 50 + regions.length * Math.max(24, 16 * steps.length),
+    marginLeft: 120,
+    marginRight: 60,
+    y: { domain: regions, label: "user region" },
+    fy: steps.length > 1 ? { label: null } : undefined,
+    x: { label: "median latency (ms)", grid: true },
+    color: { legend: steps.length > 1, domain: steps, label: "step" },
+    marks: [
+      Plot.barX(rows, {
+        y: "region",
+        x: "ms",
+        fill: "step",
+        fy: steps.length > 1 ? "step" : undefined,
+      }),
+      Plot.text(rows, {
+        y: "region",
+        x: "ms",
+        fy: steps.length > 1 ? "step" : undefined,
+        text: (r: RegionLatencyRow) => `${r.ms.toFixed(1)} ms`,
+        textAnchor: "start",
+        dx: 4,
+      }),
+      Plot.ruleX([0]),
+    ],
+  }));
+}
