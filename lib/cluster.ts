@@ -11,7 +11,7 @@ import { WorkshopError } from "./errors.ts";
 import { type DelayProxy, startDelayProxy } from "./latency_proxy.ts";
 import { Node, type NodeHost } from "./node.ts";
 import { embeddedProvider } from "./providers/embedded.ts";
-import type { Address, NodeProvider } from "./providers/provider.ts";
+import type { Address, NodeProvider, NodeStartSpec, ProvidedNode } from "./providers/provider.ts";
 import { getRegion, type RegionId, roundTripMs } from "./regions.ts";
 import { seededRandom } from "./random.ts";
 import { releaseRunIfEmpty } from "./_runs.ts";
@@ -28,6 +28,23 @@ export interface NodeOptions {
   port?: number;
   /** Extra server settings passed as `-c key=value`. */
   settings?: Record<string, string | number | boolean>;
+  /**
+   * Starts the server instead of the cluster's provider (a replica from a
+   * base copy, for example). @default the provider's start
+   */
+  start?: (spec: NodeStartSpec) => Promise<ProvidedNode>;
+}
+
+/** Something besides nodes that a cluster owns and stops (an HTTP API, a Redis server). */
+export interface ClusterService {
+  /** Name, unique in the cluster (e.g. "eu_api"). */
+  name: string;
+  /** Region the service runs in. */
+  region: RegionId;
+  /** Address this process reaches it at. */
+  address: Address;
+  /** Stops it; called once when the cluster stops or the service is removed. */
+  stop(): Promise<void>;
 }
 
 /** Options for {@link startCluster}. */
@@ -96,6 +113,7 @@ export class Cluster implements AsyncDisposable, NodeHost {
   #nodes = new Map<string, Node>();
   #starting = new Map<string, Promise<Node>>();
   #order: string[] = [];
+  #services = new Map<string, ClusterService>();
   #proxies = new Map<string, Promise<DelayProxy>>();
   #stopped = false;
   #rng = seededRandom();
@@ -161,6 +179,15 @@ export class Cluster implements AsyncDisposable, NodeHost {
         fix: "Use letters, digits and underscores, starting with a letter (eu_db_1)",
       });
     }
+    if (this.#services.has(options.name)) {
+      throw new WorkshopError(
+        "DUPLICATE_NODE",
+        `Cannot add node "${options.name}": a service has that name`,
+        {
+          fix: "Choose another name",
+        },
+      );
+    }
     const existing = this.#nodes.get(options.name);
     if (existing) {
       if (existing.region === region && existing.role === role) return existing;
@@ -219,6 +246,79 @@ export class Cluster implements AsyncDisposable, NodeHost {
   }
 
   /**
+   * The address a client in region `from` uses to reach a service of the
+   * cluster (an HTTP API, Redis): through a delay proxy across regions.
+   *
+   * @throws {WorkshopError} `UNKNOWN_NODE` when no service has this name.
+   */
+  routeToService(from: RegionId, name: string): Promise<Address> {
+    const service = this.service(name);
+    return this.#proxyFor(
+      getRegion(from).id,
+      name,
+      service.region,
+      service.address,
+      service.address,
+      "client",
+    );
+  }
+
+  /**
+   * Adds a service that the cluster stops with its nodes (first the
+   * services, in reverse order, then the nodes). Returns the service.
+   *
+   * @example
+   * ```ts
+   * const api = cluster.addService(await startTweetsApi(europe, { table: "europe_tweets" }));
+   * ```
+   */
+  addService<T extends ClusterService>(service: T): T {
+    this.#assertRunning();
+    if (this.#services.has(service.name) || this.#nodes.has(service.name)) {
+      throw new WorkshopError(
+        "DUPLICATE_NODE",
+        `Cannot add service "${service.name}": the name is taken`,
+        {
+          fix: "Remove the existing one first, or choose another name",
+        },
+      );
+    }
+    getRegion(service.region);
+    this.#services.set(service.name, service);
+    return service;
+  }
+
+  /** The service with this name (see {@link Cluster.addService}). */
+  service(name: string): ClusterService {
+    const service = this.#services.get(name);
+    if (!service) {
+      throw new WorkshopError(
+        "UNKNOWN_NODE",
+        `No service named "${name}" in cluster "${this.name}"`,
+        {
+          fix: this.#services.size
+            ? `Use one of: ${[...this.#services.keys()].join(", ")}`
+            : "Add it with cluster.addService()",
+        },
+      );
+    }
+    return service;
+  }
+
+  /** Every service, in the order added. */
+  get services(): ClusterService[] {
+    return [...this.#services.values()];
+  }
+
+  /** Stops a service and forgets it; proxies leading to it close. */
+  async removeService(name: string): Promise<void> {
+    const service = this.service(name);
+    this.#services.delete(name);
+    await this.#closeProxies((key) => key.endsWith(`->${name}`));
+    await service.stop();
+  }
+
+  /**
    * The node that an address seen from inside the cluster leads to (a
    * foreign server's host and port), or undefined.
    */
@@ -240,6 +340,10 @@ export class Cluster implements AsyncDisposable, NodeHost {
     this.#stopped = true;
     if (registry.get(this.name) === this) registry.delete(this.name);
     await Promise.allSettled(this.#starting.values());
+    for (const service of [...this.#services.values()].reverse()) {
+      await service.stop().catch(() => {});
+    }
+    this.#services.clear();
     const nodes = [...this.#nodes.values()];
     this.#nodes.clear();
     await Promise.all(nodes.map((n) => n.destroy().catch(() => {})));
@@ -270,7 +374,8 @@ export class Cluster implements AsyncDisposable, NodeHost {
   }
 
   async #startNode(options: NodeOptions & { region: RegionId; role: string }): Promise<Node> {
-    const provided = await this.provider.start({
+    const start = options.start ?? ((spec: NodeStartSpec) => this.provider.start(spec));
+    const provided = await start({
       name: options.name,
       region: options.region,
       password: this.#password,
@@ -299,17 +404,35 @@ export class Cluster implements AsyncDisposable, NodeHost {
 
   #route(from: RegionId, node: Node, kind: "client" | "peer"): Promise<Address> {
     const direct = kind === "client" ? { host: node.host, port: node.port } : node.peerAddress;
-    if (from === node.region || settings().latencyScale === 0) return Promise.resolve(direct);
-    const key = `${kind}:${from}->${node.name}`;
+    return this.#proxyFor(
+      from,
+      node.name,
+      node.region,
+      { host: node.host, port: node.port },
+      direct,
+      kind,
+    );
+  }
+
+  #proxyFor(
+    from: RegionId,
+    name: string,
+    region: RegionId,
+    target: Address,
+    direct: Address,
+    kind: "client" | "peer",
+  ): Promise<Address> {
+    if (from === region || settings().latencyScale === 0) return Promise.resolve(direct);
+    const key = `${kind}:${from}->${name}`;
     let proxy = this.#proxies.get(key);
     if (!proxy) {
       const endpoint = this.provider.proxyEndpoint();
-      const rtt = roundTripMs(from, node.region);
-      proxy = startDelayProxy({ host: node.host, port: node.port }, {
+      const rtt = roundTripMs(from, region);
+      proxy = startDelayProxy(target, {
         oneWayMs: () => (rtt / 2) * settings().latencyScale,
         rng: this.#rng,
         listenHost: kind === "client" ? "127.0.0.1" : endpoint.listenHost,
-        label: `${from} -> ${node.name} (${node.region})`,
+        label: `${from} -> ${name} (${region})`,
       });
       this.#proxies.set(key, proxy);
       proxy.catch(() => this.#proxies.delete(key));

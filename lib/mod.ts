@@ -15,10 +15,12 @@ export { ERROR_CODES, type ErrorCode, isWorkshopError, WorkshopError } from "./e
 export {
   Cluster,
   type ClusterOptions,
+  type ClusterService,
   type NodeOptions,
   runningClusters,
   startCluster,
 } from "./cluster.ts";
+export type { Address, NodeProvider, NodeStartSpec, ProvidedNode } from "./providers/provider.ts";
 export { type ClientOptions, connect, Node, type Sql, type StatementResult } from "./node.ts";
 export {
   getRegion,
