@@ -22,6 +22,7 @@ export const ERROR_CODES = {
   CLUSTER_STOPPED: "A cluster or node was used after it was stopped",
   INVALID_SETTING: "An environment variable or option holds a value the kit cannot use",
   JUPYTER_MISSING: "Jupyter (nbconvert/nbclient) is not installed",
+  PREFLIGHT_FAILED: "An essential environment check failed before notebooks ran",
   IMPORT_FAILED: "A notebook imports a module that cannot be loaded",
   NOTEBOOK_FAILED: "A notebook cell raised an error while the report ran",
   FDW_LINK_FAILED: "A postgres_fdw link could not reach its target node",

@@ -329,7 +329,7 @@ async function runPreflight(): Promise<void> {
   const printed = /\[([A-Z_]+)\]/.exec(output)?.[1];
   const errorCode: ErrorCode = printed && printed in ERROR_CODES
     ? printed as ErrorCode
-    : "BINARIES_MISSING";
+    : "PREFLIGHT_FAILED";
   throw new WorkshopError(
     errorCode,
     `Preflight check failed: lib/preflight.ts exited with ${code}`,
