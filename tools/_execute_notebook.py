@@ -24,12 +24,47 @@ import time
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionComplete
+from nbclient.util import ensure_async
 
 SILENT_FAILURE = (
     'The kernel replied "{evalue}" with an empty traceback and no error output. '
     "This is what the Deno kernel does when an import fails: run `deno cache` on "
     "the cell's imports to see the real error"
 )
+
+
+# How long to keep listening for a cell's outputs after the kernel said it is idle.
+LATE_OUTPUT_GRACE_SECONDS = 0.05
+
+
+class LateOutputClient(NotebookClient):
+    """An nbclient that also keeps outputs arriving after the idle status.
+
+    Deno 2.9's kernel can publish `status: idle` for a cell before the
+    display messages of that cell's last lines; plain nbclient stops reading
+    at idle and drops them (seen: several lost outputs per 30-cell notebook).
+    After idle, keep reading the cell's messages until none arrives for
+    LATE_OUTPUT_GRACE_SECONDS.
+    """
+
+    async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):
+        await super()._async_poll_output_msg(parent_msg_id, cell, cell_index)
+        while True:
+            try:
+                msg = await ensure_async(
+                    self.kc.iopub_channel.get_msg(timeout=LATE_OUTPUT_GRACE_SECONDS)
+                )
+            except Exception:  # noqa: BLE001 - queue.Empty: nothing more arrived
+                return
+            if msg["parent_header"].get("msg_id") != parent_msg_id:
+                continue
+            if msg["msg_type"] == "status":
+                continue
+            try:
+                self.process_message(msg, cell, cell_index)
+            except CellExecutionComplete:
+                pass
 
 
 def main() -> int:
@@ -49,7 +84,7 @@ def main() -> int:
     def on_cell_error(cell, cell_index, execute_reply):
         state["reply"] = execute_reply.get("content", {})
 
-    client = NotebookClient(
+    client = LateOutputClient(
         notebook,
         kernel_name=args.kernel,
         timeout=max(1, math.ceil(args.timeout)),
