@@ -90,7 +90,7 @@ export async function linkNodes(
     ${
     alterOptions(
       `USER MAPPING FOR ${role} SERVER ${ident(server)}`,
-      await currentOptions(from, "mapping", server),
+      await currentOptions(from, "mapping", server, options.localRole),
       mapping,
     )
   }
@@ -161,11 +161,12 @@ async function currentOptions(
   node: Node,
   kind: "server" | "mapping",
   server: string,
+  role?: string,
 ): Promise<Set<string>> {
   const rows = kind === "server"
     ? await node.sql`SELECT srvoptions AS o FROM pg_foreign_server WHERE srvname = ${server}`
-    : await node
-      .sql`SELECT umoptions AS o FROM pg_user_mappings WHERE srvname = ${server} AND usename = current_user`;
+    : await node.sql`SELECT umoptions AS o FROM pg_user_mappings
+        WHERE srvname = ${server} AND usename = coalesce(${role ?? null}::text, current_user::text)`;
   return new Set(Object.keys(optionMap(rows[0]?.o as string[] | null)));
 }
 

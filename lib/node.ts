@@ -205,6 +205,11 @@ export class Node {
     try {
       const result = await reserved.unsafe(text).simple() as unknown;
       return toStatementResults(result);
+    } catch (error) {
+      // A failed statement inside BEGIN ... COMMIT leaves the connection in an aborted
+      // transaction; roll it back so the pooled connection is usable again.
+      await reserved.unsafe("ROLLBACK").catch(() => {});
+      throw error;
     } finally {
       reserved.release();
     }

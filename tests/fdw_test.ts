@@ -114,3 +114,13 @@ Deno.test("Cluster.route() goes direct when the latency scale is 0", async () =>
     configure({ latencyScale: previous });
   }
 });
+
+Deno.test("linkNodes() with a local role can be re-run (the role's own mapping is updated)", async () => {
+  await using cluster = await startCluster({ name: "t-link-role", nodes: [{ name: "eu_db_1" }, { name: "eu_db_2" }] });
+  const [eu1, eu2] = cluster.nodes;
+  await eu1.exec("CREATE ROLE app LOGIN PASSWORD 'app'");
+  await linkNodes(eu1, eu2, { localRole: "app" });
+  await linkNodes(eu1, eu2, { localRole: "app" });
+  const rows = await eu1.sql`SELECT usename FROM pg_user_mappings WHERE srvname = 'eu_db_2'`;
+  assert.deepEqual(rows.map((r) => r.usename), ["app"]);
+});
