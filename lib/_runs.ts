@@ -86,12 +86,16 @@ async function createRun(): Promise<RunDir> {
   await Deno.mkdir(root, { recursive: true, mode: 0o755 });
   await Deno.chmod(root, 0o755).catch(() => {});
   await reclaimStaleRuns();
-  const path = await Deno.makeTempDir({ dir: root, prefix: `run-${Deno.pid}-` });
-  await Deno.chmod(path, 0o755);
+  // Build the directory under a name reclaimers ignore, and give it its final
+  // name only once it names its owner, so a concurrent reclaim never takes it.
+  const staging = await Deno.makeTempDir({ dir: root, prefix: `.staging-${Deno.pid}-` });
+  await Deno.chmod(staging, 0o755);
+  await Deno.mkdir(`${staging}/nodes`, { mode: 0o755 });
+  await Deno.mkdir(`${staging}/pids`, { mode: 0o755 });
+  await Deno.writeTextFile(`${staging}/owner`, `${Deno.pid} ${await processStartTime(Deno.pid)}\n`);
+  const path = staging.replace(/\/\.staging-([^/]+)$/, "/run-$1");
+  await Deno.rename(staging, path);
   const run = { path, nodesDir: `${path}/nodes`, pidsDir: `${path}/pids` };
-  await Deno.mkdir(run.nodesDir, { mode: 0o755 });
-  await Deno.mkdir(run.pidsDir, { mode: 0o755 });
-  await Deno.writeTextFile(`${path}/owner`, `${Deno.pid} ${await processStartTime(Deno.pid)}\n`);
   const reaper = spawnReaper(Deno.pid, path, true);
   await Deno.writeTextFile(`${path}/reaper`, `${reaper.pid}\n`);
   current = run;
@@ -129,6 +133,11 @@ export async function reclaimStaleRuns(): Promise<ReclaimedRun[]> {
     return reclaimed;
   }
   for (const entry of entries) {
+    const staging = /^\.staging-(\d+)-/.exec(entry.name);
+    if (entry.isDirectory && staging && !isAlive(Number(staging[1]))) {
+      await Deno.remove(`${runsRoot()}/${entry.name}`, { recursive: true }).catch(() => {});
+      continue;
+    }
     if (!entry.isDirectory || !entry.name.startsWith("run-")) continue;
     const path = `${runsRoot()}/${entry.name}`;
     if (path === current?.path || entry.name.startsWith(`run-${Deno.pid}-`)) continue;
