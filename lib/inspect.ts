@@ -7,7 +7,7 @@
  */
 
 import { optionMap } from "./fdw.ts";
-import type { Node } from "./node.ts";
+import { connect, type Node } from "./node.ts";
 
 /** One partition of a partitioned table. */
 export interface PartitionRow {
@@ -89,8 +89,9 @@ export async function partitionTree(coordinator: Node, table: string): Promise<P
 
 /**
  * Rows and bytes of every leaf partition of `table`, counted on the node
- * that holds each one. A foreign partition whose server leads outside the
- * cluster is counted through postgres_fdw and has `bytes: null`.
+ * that holds each one, in the database the foreign server names (`dbname`).
+ * A foreign partition whose server leads outside the cluster is counted
+ * through postgres_fdw and has `bytes: null`.
  *
  * @example
  * ```ts
@@ -111,9 +112,23 @@ export async function distribution(coordinator: Node, table: string): Promise<Sh
       return { ...leaf, region: null, rows: n as number, bytes: null };
     }
     const [schema, name] = splitQualified(target);
-    const [stats] = await holder.sql`
-      SELECT (SELECT count(*) FROM ${holder.sql(schema)}.${holder.sql(name)}) AS rows,
-             pg_total_relation_size(format('%I.%I', ${schema}::text, ${name}::text)::regclass) AS bytes`;
+    // A foreign server may name another database on the node than the one its client uses.
+    const database = leaf.kind === "foreign"
+      ? await serverDatabase(coordinator, leaf.server)
+      : null;
+    const sql = database && database !== holder.database
+      ? connect({ host: holder.host, port: holder.port }, holder.user, holder.password, {
+        database,
+      })
+      : holder.sql;
+    let stats;
+    try {
+      [stats] = await sql`
+        SELECT (SELECT count(*) FROM ${sql(schema)}.${sql(name)}) AS rows,
+               pg_total_relation_size(format('%I.%I', ${schema}::text, ${name}::text)::regclass) AS bytes`;
+    } finally {
+      if (sql !== holder.sql) await sql.end({ timeout: 1 });
+    }
     return {
       ...leaf,
       region: holder.region,
@@ -154,6 +169,13 @@ export function sharedTargets(
     target,
     partitions,
   }));
+}
+
+async function serverDatabase(coordinator: Node, server: string | null): Promise<string | null> {
+  if (!server) return null;
+  const [row] = await coordinator
+    .sql`SELECT srvoptions FROM pg_foreign_server WHERE srvname = ${server}`;
+  return optionMap(row?.srvoptions as string[] | null).dbname ?? null;
 }
 
 function splitQualified(name: string): [string, string] {

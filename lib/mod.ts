@@ -108,3 +108,24 @@ export {
 } from "./exercises.ts";
 
 // Lesson modules (one per notebook): section resets and exercises. Each line is owned by its notebook.
+export * as lesson04 from "./lessons/04_tweets_by_location.ts";
+export {
+  type ApiClient,
+  apiClient,
+  type ApiClientOptions,
+  ApiError,
+  apiLatencyFromRegions,
+  type ApiLatencyOptions,
+  apiLatencyPlot,
+  type ApiLatencyPlotOptions,
+  type ApiReply,
+  startTweetsApi,
+  type Tweet,
+  type TweetsApi,
+  type TweetsApiOptions,
+  type TweetsReply,
+  type TweetsRequest,
+  type TweetsRoute,
+  tweetId,
+  validateTweet,
+} from "./tweets_api.ts";
