@@ -109,7 +109,9 @@ export function distributionPlot(
     marginRight: 60,
     x: { label, grid: true, nice: true },
     y: { label: "partition", domain: data.map((d) => d.partition) },
-    color: { legend: true, label: "node" },
+    // Nodes in name order, so a node keeps its colour from one chart to the next
+    // as long as the nodes before it are the same (eu_db_1 is always the first colour).
+    color: { legend: true, label: "node", domain: naturalSort([...new Set(data.map((d) => d.node))]) },
     marks: [
       Plot.barX(data, { y: "partition", x: "value", fill: "node", inset: 2 }),
       Plot.text(data, {
@@ -122,4 +124,9 @@ export function distributionPlot(
       Plot.ruleX([0]),
     ],
   }));
+}
+
+/** Sorts labels with numbers in numeric order ("eu_db_2" before "eu_db_10"). */
+export function naturalSort(labels: string[]): string[] {
+  return labels.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
 }
