@@ -10,6 +10,7 @@ import { WorkshopError } from "./errors.ts";
 import type { Address, ProvidedNode } from "./providers/provider.ts";
 import type { RegionId } from "./regions.ts";
 import { htmlTable } from "./display.ts";
+import { splitStatements } from "./sql_text.ts";
 
 /** A postgres.js client. */
 export type Sql = postgres.Sql<Record<string, unknown>>;
@@ -192,7 +193,9 @@ export class Node {
 
   /**
    * Runs SQL text that may hold several statements (and BEGIN/COMMIT) on one
-   * connection, as psql -c would, and returns each statement's result.
+   * connection, one statement after the other as `psql -f` would, and returns
+   * each statement's result. After an error, an open transaction is rolled
+   * back and the error names the statement that failed.
    *
    * @example
    * ```ts
@@ -202,13 +205,31 @@ export class Node {
   async exec(text: string): Promise<StatementResult[]> {
     this.#assertRunning();
     const reserved = await this.sql.reserve();
+    const results: StatementResult[] = [];
+    let current = "";
     try {
-      const result = await reserved.unsafe(text).simple() as unknown;
-      return toStatementResults(result);
+      for (const statement of splitStatements(text)) {
+        current = statement;
+        const rows = await reserved.unsafe(statement).simple() as unknown as
+          & Record<string, unknown>[]
+          & { command?: string; count?: number };
+        results.push({
+          command: rows.command ?? "",
+          count: rows.count ?? rows.length,
+          rows: [...rows],
+        });
+      }
+      return results;
     } catch (error) {
       // A failed statement inside BEGIN ... COMMIT leaves the connection in an aborted
       // transaction; roll it back so the pooled connection is usable again.
       await reserved.unsafe("ROLLBACK").catch(() => {});
+      if (error instanceof Error) {
+        (error as Error & { statement?: string }).statement = current;
+        error.message += ` (in statement ${results.length + 1}: ${
+          current.split("\n")[0].slice(0, 80)
+        })`;
+      }
       throw error;
     } finally {
       reserved.release();
@@ -292,17 +313,4 @@ export class Node {
       });
     }
   }
-}
-
-function toStatementResults(result: unknown): StatementResult[] {
-  const list = isMulti(result) ? result as unknown[] : [result];
-  return list.map((r) => {
-    const rows = r as Record<string, unknown>[] & { command?: string; count?: number };
-    return { command: rows.command ?? "", count: rows.count ?? rows.length, rows: [...rows] };
-  });
-}
-
-function isMulti(result: unknown): boolean {
-  return Array.isArray(result) && result.length > 0 && Array.isArray(result[0]) &&
-    typeof (result[0] as { command?: unknown }).command === "string";
 }

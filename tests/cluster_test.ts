@@ -262,11 +262,39 @@ Deno.test("reclaimStaleRuns() reclaims nodes when both the owner and its reaper 
 Deno.test("Node.exec() runs several statements and leaves no aborted transaction behind after an error", async () => {
   await using cluster = await startCluster({ name: "t-exec", nodes: [{ name: "eu_db_1" }] });
   const node = cluster.node("eu_db_1");
-  const results = await node.exec("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2); SELECT x FROM t ORDER BY x");
+  const results = await node.exec(
+    "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2); SELECT x FROM t ORDER BY x",
+  );
   assert.deepEqual(results.at(-1)?.rows, [{ x: 1 }, { x: 2 }]);
-  await assert.rejects(() => node.exec("BEGIN; INSERT INTO t VALUES (3); SELECT 1/0; COMMIT;"), /division by zero/);
+  await assert.rejects(
+    () => node.exec("BEGIN; INSERT INTO t VALUES (3); SELECT 1/0; COMMIT;"),
+    /division by zero/,
+  );
   // Every pooled connection must still work (none stuck in the failed transaction).
   for (let i = 0; i < 8; i++) await node.exec("SELECT 1");
   const [{ n }] = await node.sql`SELECT count(*) AS n FROM t`;
   assert.equal(n, 2, "the failed transaction's insert was rolled back");
+});
+
+Deno.test("Node.exec() returns one result per statement with its command tag, and names a failing statement", async () => {
+  await using cluster = await startCluster({
+    name: "t-exec-results",
+    nodes: [{ name: "eu_db_1" }],
+  });
+  const node = cluster.node("eu_db_1");
+  const results = await node.exec(
+    "BEGIN; CREATE TABLE r (x int); SELECT 1 AS a; SELECT 2 AS b; ROLLBACK;",
+  );
+  assert.deepEqual(results.map((r) => r.command), [
+    "BEGIN",
+    "CREATE TABLE",
+    "SELECT",
+    "SELECT",
+    "ROLLBACK",
+  ]);
+  assert.deepEqual(results[3].rows, [{ b: 2 }]);
+  await assert.rejects(
+    () => node.exec("SELECT 1; SELECT * FROM missing_table; SELECT 3"),
+    (e) => (e as Error).message.includes("in statement 2: SELECT * FROM missing_table"),
+  );
 });
