@@ -158,10 +158,7 @@ export function verifyThat(label: string, condition: boolean, seen: string): Dis
  * ```
  */
 export async function show(...items: unknown[]): Promise<void> {
-  const jupyter = (Deno as unknown as {
-    jupyter?: { display(obj: unknown, o?: { raw: boolean }): Promise<void> };
-  })
-    .jupyter;
+  const jupyter = jupyterApi();
   for (const pending of items) {
     const display = toDisplayable(await pending);
     if (jupyter) {
@@ -182,6 +179,17 @@ export async function show(...items: unknown[]): Promise<void> {
  */
 export function mimeBundle(item: unknown): Record<string, string> {
   return toDisplayable(item)[DISPLAY]();
+}
+
+type JupyterApi = { display(obj: unknown, o?: { raw: boolean }): Promise<void> };
+
+/** Deno.jupyter inside the kernel; undefined elsewhere (where reading it throws). */
+function jupyterApi(): JupyterApi | undefined {
+  try {
+    return (Deno as unknown as { jupyter?: JupyterApi }).jupyter;
+  } catch {
+    return undefined;
+  }
 }
 
 function toDisplayable(item: unknown): Displayable {

@@ -143,7 +143,10 @@ export function exercise(id: string, cluster: Cluster): BoundExercise {
 function verdict(definition: ExerciseDefinition, result: CheckResult): Displayable {
   switch (result.status) {
     case "not-attempted":
-      return callout("note", `Not attempted yet: ${result.message} (ex.hint() for a hint)`);
+      return callout(
+        "note",
+        `Not attempted yet: ${result.message} (.hint() on the exercise shows a hint)`,
+      );
     case "wrong":
       return callout("warning", `Not quite: ${result.message}`);
     case "correct":

@@ -4,6 +4,7 @@ import {
   distributionPlot,
   mimeBundle,
   type ShardRow,
+  show,
   table,
   verify,
   verifyThat,
@@ -96,4 +97,17 @@ Deno.test("callout() makes presenter notes visible with a label", () => {
   const bundle = mimeBundle(callout("presenter", "MENTION PAUSE"));
   assert.match(bundle["text/html"], /Presenter:<\/strong> MENTION PAUSE/);
   assert.match(bundle["text/plain"], /Presenter: MENTION PAUSE/);
+});
+
+Deno.test("show() prints the text form outside Jupyter instead of throwing", async () => {
+  const printed: string[] = [];
+  const original = console.log;
+  console.log = (text: string) => printed.push(text);
+  try {
+    await show(table([{ a: 1 }]), callout("note", "hello"));
+  } finally {
+    console.log = original;
+  }
+  assert.equal(printed.length, 2);
+  assert.match(printed[1], /Note: hello/);
 });
