@@ -129,3 +129,16 @@ export {
   tweetId,
   validateTweet,
 } from "./tweets_api.ts";
+export * as lesson02 from "./lessons/02_manual_sharding.ts";
+export {
+  type ShopCustomer,
+  shopCustomers,
+  type ShopCustomersOptions,
+  shopLatencyRows,
+  type ShopLatencyOptions,
+  type ShopOptions,
+  shopTimeline,
+  startShop,
+} from "./shop.ts";
+export * as lesson03 from "./lessons/03_data_residency.ts";
+export * as residency from "./residency.ts";
