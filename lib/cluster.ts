@@ -8,7 +8,7 @@
 import { type ProviderKind, settings } from "./config.ts";
 import { htmlTable } from "./display.ts";
 import { WorkshopError } from "./errors.ts";
-import { type DelayProxy, startDelayProxy } from "./latency_proxy.ts";
+import { type DelayProxy, postgresRefusal, startDelayProxy } from "./latency_proxy.ts";
 import { Node, type NodeHost } from "./node.ts";
 import { embeddedProvider } from "./providers/embedded.ts";
 import type { Address, NodeProvider, NodeStartSpec, ProvidedNode } from "./providers/provider.ts";
@@ -430,6 +430,9 @@ export class Cluster implements AsyncDisposable, NodeHost {
       const rtt = roundTripMs(from, region);
       proxy = startDelayProxy(target, {
         oneWayMs: () => (rtt / 2) * settings().latencyScale,
+        refusal: this.#nodes.has(name)
+          ? () => postgresRefusal(`node "${name}" (${region}) is not accepting connections (reached from ${from})`)
+          : undefined,
         rng: this.#rng,
         listenHost: kind === "client" ? "127.0.0.1" : endpoint.listenHost,
         label: `${from} -> ${name} (${region})`,

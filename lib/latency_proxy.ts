@@ -31,6 +31,13 @@ export interface DelayProxyOptions {
   listenPort?: number;
   /** Name shown in errors and stats, e.g. "eu-west-2 -> us_db_1". @default "<listen address> -> <target address>" */
   label?: string;
+  /**
+   * Bytes to send the client when the target refuses the connection, before
+   * closing it (after the one-way delay). A client that sees its connection
+   * accepted and then closed may retry forever; a protocol error tells it
+   * the truth. @default nothing: the client connection is just closed
+   */
+  refusal?: (error: unknown) => Uint8Array;
 }
 
 /** A running delay proxy; `await using` closes it. */
@@ -123,7 +130,16 @@ export async function startDelayProxy(
     abort.signal.addEventListener("abort", closeAll, { once: true });
     try {
       client.setNoDelay(true);
-      const server = await Deno.connect({ hostname: target.host, port: target.port });
+      let server: Deno.TcpConn;
+      try {
+        server = await Deno.connect({ hostname: target.host, port: target.port });
+      } catch (error) {
+        if (options.refusal && !abort.signal.aborted) {
+          await new Promise((resolve) => setTimeout(resolve, holdFor()));
+          await writeAll(client, options.refusal(error)).catch(() => {});
+        }
+        return;
+      }
       sockets.add(server);
       if (abort.signal.aborted) return;
       server.setNoDelay(true);
@@ -285,4 +301,30 @@ function tryTo(action: () => void): void {
   } catch {
     // already closed
   }
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let sent = 0; sent < bytes.length;) sent += await conn.write(bytes.subarray(sent));
+}
+
+/**
+ * A PostgreSQL `ErrorResponse` (FATAL, SQLSTATE 08006) for {@link DelayProxyOptions.refusal},
+ * so that a client connecting through a proxy to a stopped node fails at
+ * once with this message, as it would connecting directly.
+ *
+ * @example
+ * ```ts
+ * startDelayProxy(target, { refusal: () => postgresRefusal('node "us_db_1" is not running') });
+ * ```
+ */
+export function postgresRefusal(message: string): Uint8Array {
+  const encoder = new TextEncoder();
+  const fields = [["S", "FATAL"], ["V", "FATAL"], ["C", "08006"], ["M", message]]
+    .map(([code, value]) => encoder.encode(`${code}${value}\0`));
+  const body = new Uint8Array([...fields.flatMap((f) => [...f]), 0]);
+  const out = new Uint8Array(5 + body.length);
+  out[0] = "E".charCodeAt(0);
+  new DataView(out.buffer).setInt32(1, 4 + body.length);
+  out.set(body, 5);
+  return out;
 }

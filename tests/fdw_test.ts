@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { configure, foreignServers, linkNodes, settings, startCluster } from "../lib/mod.ts";
+import { configure, connect, foreignServers, linkNodes, settings, startCluster } from "../lib/mod.ts";
 
 Deno.test("linkNodes() creates extension, server, user mapping and grant, verified in the catalog", async () => {
   await using cluster = await startCluster({
@@ -123,4 +123,26 @@ Deno.test("linkNodes() with a local role can be re-run (the role's own mapping i
   await linkNodes(eu1, eu2, { localRole: "app" });
   const rows = await eu1.sql`SELECT usename FROM pg_user_mappings WHERE srvname = 'eu_db_2'`;
   assert.deepEqual(rows.map((r) => r.usename), ["app"]);
+});
+
+Deno.test("a client reaching a stopped node across regions gets an error, not an endless reconnect", async () => {
+  const previous = settings().latencyScale;
+  configure({ latencyScale: 0.1 });
+  try {
+    await using cluster = await startCluster({ name: "t-refusal", nodes: [{ name: "us_db_1", region: "us-east-1" }] });
+    const us1 = cluster.node("us_db_1");
+    const address = await cluster.route("eu-west-2", us1);
+    await us1.stop();
+    const sql = connect(address, us1.user, us1.password);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const hung = new Promise((_, reject) => timer = setTimeout(() => reject(new Error("still waiting after 20 s")), 20_000));
+    try {
+      await assert.rejects(() => Promise.race([sql`SELECT 1`, hung]), /node "us_db_1" \(us-east-1\) is not accepting connections/);
+    } finally {
+      clearTimeout(timer);
+      await sql.end({ timeout: 1 });
+    }
+  } finally {
+    configure({ latencyScale: previous });
+  }
 });
