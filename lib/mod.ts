@@ -142,3 +142,39 @@ export {
 } from "./shop.ts";
 export * as lesson03 from "./lessons/03_data_residency.ts";
 export * as residency from "./residency.ts";
+export {
+  addReplica,
+  currentLsn,
+  type LagMonitor,
+  type LagMonitorOptions,
+  lagPlot,
+  type LagSample,
+  lsnToBigInt,
+  registerStandbyStarter,
+  removeReplica,
+  type ReplicaLsns,
+  replicaLsns,
+  type ReplicaOptions,
+  setApplyDelay,
+  type StandbyPlan,
+  type StandbyStarter,
+  startLagMonitor,
+  waitForReplay,
+  type WaitForReplayOptions,
+} from "./replication.ts";
+export { type RedisClient, type RedisOptions, type RedisService, startRedis } from "./redis.ts";
+export {
+  createRouter,
+  type Freshness,
+  LsnCache,
+  lsnCache,
+  type LsnCacheOptions,
+  type LsnComparator,
+  type RequestDb,
+  type RequestInfo,
+  type RouteDecision,
+  Router,
+  type RouterOptions,
+  type RoutingMode,
+} from "./router.ts";
+export * as lesson05 from "./lessons/05_read_replicas.ts";
