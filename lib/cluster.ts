@@ -10,7 +10,6 @@ import { htmlTable } from "./display.ts";
 import { WorkshopError } from "./errors.ts";
 import { type DelayProxy, postgresRefusal, startDelayProxy } from "./latency_proxy.ts";
 import { Node, type NodeHost } from "./node.ts";
-import { embeddedProvider } from "./providers/embedded.ts";
 import type { Address, NodeProvider, NodeStartSpec, ProvidedNode } from "./providers/provider.ts";
 import { getRegion, type RegionId, roundTripMs } from "./regions.ts";
 import { seededRandom } from "./random.ts";
@@ -82,7 +81,7 @@ const registry: Map<string, Cluster> =
 export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   const name = options.name ?? "workshop";
   await registry.get(name)?.stop();
-  const provider = resolveProvider(options.provider ?? settings().provider);
+  const provider = await resolveProvider(options.provider ?? settings().provider, name);
   const password = options.password ?? randomPassword();
   const cluster = new Cluster(name, provider, password);
   registry.set(name, cluster);
@@ -207,11 +206,15 @@ export class Cluster implements AsyncDisposable, NodeHost {
     return await starting;
   }
 
-  /** Starts several nodes (two at a time) and adds them; resolves in the given order. */
+  /**
+   * Starts several nodes (two at a time, or as many as the provider's
+   * `startConcurrency`) and adds them; resolves in the given order.
+   */
   async addNodes(list: NodeOptions[]): Promise<Node[]> {
     const result: Node[] = [];
-    for (let i = 0; i < list.length; i += 2) {
-      result.push(...await Promise.all(list.slice(i, i + 2).map((o) => this.addNode(o))));
+    const step = Math.max(1, this.provider.startConcurrency ?? 2);
+    for (let i = 0; i < list.length; i += step) {
+      result.push(...await Promise.all(list.slice(i, i + step).map((o) => this.addNode(o))));
     }
     return result;
   }
@@ -320,13 +323,18 @@ export class Cluster implements AsyncDisposable, NodeHost {
 
   /**
    * The node that an address seen from inside the cluster leads to (a
-   * foreign server's host and port), or undefined.
+   * foreign server's host and port; `database`, its dbname, picks among nodes
+   * sharing a server), or undefined.
    */
-  async nodeAt(host: string, port: number): Promise<Node | undefined> {
-    for (const node of this.#nodes.values()) {
-      if (node.peerAddress.port === port && node.peerAddress.host === host) return node;
-      if (node.port === port && node.host === host) return node;
-    }
+  async nodeAt(host: string, port: number, database?: string): Promise<Node | undefined> {
+    // Several nodes can share a server (external and compose providers: one
+    // database each); the foreign server's dbname tells them apart.
+    const candidates = [...this.#nodes.values()].filter((node) =>
+      (node.peerAddress.port === port && node.peerAddress.host === host) ||
+      (node.port === port && node.host === host)
+    );
+    const found = candidates.find((node) => node.database === database) ?? candidates[0];
+    if (found) return found;
     for (const [key, pending] of this.#proxies) {
       const proxy = await pending.catch(() => undefined);
       if (proxy && proxy.port === port) return this.#nodes.get(key.split("->")[1]);
@@ -394,7 +402,12 @@ export class Cluster implements AsyncDisposable, NodeHost {
       );
     }
     const node = new Node(
-      { name: options.name, region: options.region, role: options.role, password: this.#password },
+      {
+        name: options.name,
+        region: options.region,
+        role: options.role,
+        password: provided.password ?? this.#password,
+      },
       provided,
       this,
     );
@@ -422,7 +435,11 @@ export class Cluster implements AsyncDisposable, NodeHost {
     direct: Address,
     kind: "client" | "peer",
   ): Promise<Address> {
-    if (from === region || settings().latencyScale === 0) return Promise.resolve(direct);
+    if (
+      from === region || settings().latencyScale === 0 || this.provider.simulatesLatency === false
+    ) {
+      return Promise.resolve(direct);
+    }
     const key = `${kind}:${from}->${name}`;
     let proxy = this.#proxies.get(key);
     if (!proxy) {
@@ -463,14 +480,27 @@ export class Cluster implements AsyncDisposable, NodeHost {
   }
 }
 
-function resolveProvider(choice: ProviderKind | NodeProvider): NodeProvider {
+/**
+ * The provider for a cluster. Providers load on demand, so that
+ * testcontainers is only imported when the docker provider is chosen.
+ */
+async function resolveProvider(
+  choice: ProviderKind | NodeProvider,
+  clusterName: string,
+): Promise<NodeProvider> {
   if (typeof choice !== "string") return choice;
   switch (choice) {
     case "embedded":
-      return embeddedProvider();
+      return (await import("./providers/embedded.ts")).embeddedProvider();
+    case "docker":
+      return await (await import("./providers/docker.ts")).dockerProvider({ clusterName });
+    case "compose":
+      return await (await import("./providers/compose.ts")).composeProvider({ clusterName });
+    case "external":
+      return await (await import("./providers/external.ts")).externalProvider({ clusterName });
     default:
-      throw new WorkshopError("UNKNOWN_PROVIDER", `The "${choice}" provider is not available yet`, {
-        fix: "Use WORKSHOP_PROVIDER=embedded",
+      throw new WorkshopError("UNKNOWN_PROVIDER", `Unknown provider "${choice}"`, {
+        fix: "Use one of: embedded, docker, compose, external",
       });
   }
 }

@@ -11,6 +11,10 @@
  * | seed             | WORKSHOP_SEED                 | 42                                   |
  * | startupTimeoutMs | WORKSHOP_STARTUP_TIMEOUT_MS   | 30000                                |
  * | osUser           | WORKSHOP_OS_USER              | "postgres" (used only when running as root) |
+ * | dockerImage      | WORKSHOP_DOCKER_IMAGE         | "postgres:16" (docker provider)      |
+ * | cockroachImage   | WORKSHOP_COCKROACH_IMAGE      | "cockroachdb/cockroach:v24.1.0"      |
+ * | externalNodes    | WORKSHOP_EXTERNAL_NODES       | "" (external provider: `name=url#region,...`, JSON, or `@file`) |
+ * | composeProject   | WORKSHOP_COMPOSE_PROJECT      | "" (compose provider: any running stack of docker-compose.yml) |
  *
  * @module
  */
@@ -36,6 +40,17 @@ export interface Settings {
   startupTimeoutMs: number;
   /** OS user that runs PostgreSQL when the kit runs as root. @default "postgres" */
   osUser: string;
+  /** Image of the docker provider's nodes. @default "postgres:16" */
+  dockerImage: string;
+  /** CockroachDB image for notebook 01's "After" section. @default "cockroachdb/cockroach:v24.1.0" */
+  cockroachImage: string;
+  /**
+   * Servers of the external provider: `name=url#region,...`, a JSON array of
+   * `{name, url, region}`, or `@path` of a file holding either. @default ""
+   */
+  externalNodes: string;
+  /** docker-compose project whose stack the compose provider uses; "" takes the only one running. @default "" */
+  composeProject: string;
 }
 
 const PROVIDERS: readonly ProviderKind[] = ["embedded", "docker", "compose", "external"];
@@ -77,6 +92,10 @@ function fromEnvironment(): Settings {
       30_000,
     ),
     osUser: env("WORKSHOP_OS_USER") ?? "postgres",
+    dockerImage: env("WORKSHOP_DOCKER_IMAGE") ?? "postgres:16",
+    cockroachImage: env("WORKSHOP_COCKROACH_IMAGE") ?? "cockroachdb/cockroach:v24.1.0",
+    externalNodes: env("WORKSHOP_EXTERNAL_NODES") ?? "",
+    composeProject: env("WORKSHOP_COMPOSE_PROJECT") ?? "",
   };
   validate(result);
   return result;

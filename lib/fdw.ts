@@ -128,7 +128,7 @@ export async function foreignServers(node: Node): Promise<
   const rows = await node.sql`SELECT srvname, srvoptions FROM pg_foreign_server ORDER BY srvname`;
   return await Promise.all(rows.map(async (r) => {
     const o = optionMap(r.srvoptions as string[] | null);
-    const target = await node.cluster.nodeAt(o.host ?? "", Number(o.port));
+    const target = await node.cluster.nodeAt(o.host ?? "", Number(o.port), o.dbname);
     return {
       server: r.srvname as string,
       host: o.host ?? "",

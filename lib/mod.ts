@@ -178,3 +178,31 @@ export {
   type RoutingMode,
 } from "./router.ts";
 export * as lesson05 from "./lessons/05_read_replicas.ts";
+export {
+  type DockerProvider,
+  dockerProvider,
+  type DockerProviderOptions,
+} from "./providers/docker.ts";
+export {
+  type ExternalProvider,
+  externalProvider,
+  type ExternalProviderOptions,
+  type ExternalServer,
+  loadExternalServers,
+  parseExternalServers,
+  type Placement,
+} from "./providers/external.ts";
+export {
+  composeProvider,
+  type ComposeProviderOptions,
+  type ComposeService,
+  composeServices,
+} from "./providers/compose.ts";
+export {
+  type CockroachAvailable,
+  type CockroachEndpoint,
+  cockroachEndpoint,
+  type CockroachNode,
+  type CockroachOptions,
+  type CockroachUnavailable,
+} from "./providers/_docker_cockroach.ts";

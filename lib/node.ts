@@ -48,7 +48,7 @@ export interface NodeHost {
   /** Address node `from` uses to reach node `to` (postgres_fdw, replication). */
   peerRoute(from: Node, to: Node): Promise<Address>;
   /** The node an address seen from inside the cluster leads to. */
-  nodeAt(host: string, port: number): Promise<Node | undefined>;
+  nodeAt(host: string, port: number, database?: string): Promise<Node | undefined>;
 }
 
 /** Parses int8 (count(*), sizes) as JavaScript numbers; workshop values stay far below 2^53. */
@@ -175,6 +175,13 @@ export class Node {
   /** Data directory, for providers that have one on this machine. */
   get dataDir(): string | undefined {
     return this.#provided.dataDir;
+  }
+  /**
+   * Where the node's data lives: its data directory, a Docker volume, or a
+   * database on a server (external providers). Two nodes never share it.
+   */
+  get storage(): string {
+    return this.#provided.storage ?? this.#provided.dataDir ?? `${this.host}:${this.port}/${this.database}`;
   }
   /** Whether the node was stopped. */
   get stopped(): boolean {

@@ -10,7 +10,7 @@
  */
 
 import { settings } from "./config.ts";
-import { WorkshopError } from "./errors.ts";
+import { type ErrorCode, isWorkshopError, WorkshopError } from "./errors.ts";
 import { prepareEmbedded } from "./providers/embedded.ts";
 import { EMBEDDED_PG_VERSION, pgBinaries, pgRunAs } from "./providers/_pg_binaries.ts";
 import { reclaimStaleRuns, runsRoot } from "./_runs.ts";
@@ -27,6 +27,8 @@ export interface EnvironmentCheck {
   fix: string;
   /** Whether the workshop cannot run without it. */
   essential: boolean;
+  /** The failure's error code, when it was a WorkshopError. */
+  code?: ErrorCode;
 }
 
 /**
@@ -52,6 +54,7 @@ export async function environmentChecks(): Promise<EnvironmentCheck[]> {
         found: firstLine(e.message),
         fix: e.fix ?? "",
         essential,
+        ...(isWorkshopError(error) ? { code: error.code } : {}),
       });
     }
   };
@@ -101,24 +104,47 @@ export async function environmentChecks(): Promise<EnvironmentCheck[]> {
       fix:
         "Install Redis (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) or set REDIS_URL",
     }, "REDIS_URL"));
-  await add("docker (optional provider)", false, () =>
-    which("docker", "DOCKER_UNAVAILABLE", {
-      fix: "Only needed for WORKSHOP_PROVIDER=docker: install Docker and start its engine",
-    }));
+  if (provider === "docker" || provider === "compose") {
+    const docker = await import("./providers/_docker.ts");
+    await add("Docker engine", true, () => docker.describeEngine());
+    if (provider === "docker") {
+      await add("Docker image", true, async () => {
+        await docker.ensureImage(settings().dockerImage);
+        return `${settings().dockerImage} present (WORKSHOP_DOCKER_IMAGE)`;
+      });
+    } else {
+      await add("docker-compose stack", true, async () => {
+        const { composeServices } = await import("./providers/compose.ts");
+        const services = await composeServices();
+        return `project ${services[0].project}: ${services.map((s) => s.name).join(", ")}`;
+      });
+    }
+  } else if (provider === "external") {
+    await add("external servers", true, async () => {
+      const { checkExternalServers } = await import("./providers/external.ts");
+      return await checkExternalServers();
+    });
+  } else {
+    await add("docker (optional provider)", false, () =>
+      which("docker", "DOCKER_UNAVAILABLE", {
+        fix: "Only needed for WORKSHOP_PROVIDER=docker: install Docker and start its engine",
+      }));
+  }
   return rows;
 }
 
 /**
  * Runs the checks and throws the first essential failure as a WorkshopError.
  *
- * @throws {WorkshopError} `PREFLIGHT_FAILED` naming the check and its fix.
+ * @throws {WorkshopError} The failed check's own code (`DOCKER_UNAVAILABLE`, `IMAGE_UNAVAILABLE`,
+ *   ...) or `BINARIES_MISSING`, naming the check and its fix.
  */
 export async function preflight(): Promise<EnvironmentCheck[]> {
   const rows = await environmentChecks();
   const failed = rows.find((r) => r.essential && r.status === "failed");
   if (failed) {
     throw new WorkshopError(
-      "BINARIES_MISSING",
+      failed.code ?? "BINARIES_MISSING",
       `Preflight failed: ${failed.check}: ${failed.found}`,
       {
         fix: failed.fix || "See the message above",

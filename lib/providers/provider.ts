@@ -4,8 +4,9 @@
  * see which provider is behind a cluster.
  *
  * Providers: `embedded` (PostgreSQL 16 processes from npm binaries, the
- * default), and later `docker` (testcontainers), `compose` (a running
- * docker-compose stack) and `external` (servers given by URL).
+ * default), `docker` (containers through testcontainers, providers/docker.ts),
+ * `compose` (a running docker-compose stack, providers/compose.ts) and
+ * `external` (servers given by URL, providers/external.ts).
  *
  * @module
  */
@@ -42,10 +43,21 @@ export interface ProvidedNode {
   peerAddress: Address;
   /** Database user (superuser). */
   user: string;
+  /**
+   * Password of `user` when it is not the cluster's password (servers given
+   * by URL keep their own). @default the cluster's password
+   */
+  password?: string;
   /** Database name. */
   database: string;
   /** Data directory on this machine, when the provider has one (embedded). */
   dataDir?: string;
+  /**
+   * Where the node's data lives, for display and for telling nodes apart
+   * when there is no `dataDir` here: a Docker volume, a database on a
+   * server. @default dataDir
+   */
+  storage?: string;
   /** The last lines of the server log. */
   logTail(lines?: number): Promise<string>;
   /**
@@ -70,4 +82,11 @@ export interface NodeProvider {
   proxyEndpoint(): { listenHost: string; reachableHost: string };
   /** Releases what the provider holds for the whole cluster (networks). */
   dispose(): Promise<void>;
+  /**
+   * Whether links between regions get simulated latency (delay proxies).
+   * False for real servers far apart, whose latency is real. @default true
+   */
+  readonly simulatesLatency?: boolean;
+  /** How many nodes {@link NodeProvider.start} may start at once. @default 2 */
+  readonly startConcurrency?: number;
 }
