@@ -206,3 +206,17 @@ export {
   type CockroachOptions,
   type CockroachUnavailable,
 } from "./providers/_docker_cockroach.ts";
+export * as lesson01 from "./lessons/01_horizontal_scaling.ts";
+export {
+  type HoldOptions,
+  holdWindow,
+  type LoadReport,
+  loadReport,
+  type LoadReportOptions,
+  type RemoteRenameOptions,
+  renameRemote,
+  type SwapOptions,
+  type SwapProcedure,
+  type SwapResult,
+  swapTables,
+} from "./repartition.ts";

@@ -31,6 +31,11 @@ export interface TimelineOptions {
   subtitle?: string;
   /** Log scale for the y axis (latencies spanning 1 ms to seconds). @default true */
   log?: boolean;
+  /**
+   * Lines of step labels above the chart; with more than one, consecutive
+   * steps' labels go on different lines, so close steps stay readable. @default 1
+   */
+  labelRows?: number;
 }
 
 /**
@@ -53,28 +58,33 @@ export function latencyTimeline(
   }));
   const ok = points.filter((p) => p.ok);
   const failed = points.filter((p) => !p.ok);
-  const marks = source.marks.map((m) => ({ ...m, seconds: m.t / 1000 }));
+  const labelRows = Math.max(1, Math.floor(options.labelRows ?? 1));
+  const marks = source.marks.map((m, i) => ({ ...m, seconds: m.t / 1000, row: i % labelRows }));
   const log = options.log ?? true;
   return renderPlot((Plot) => ({
     title: options.title,
     subtitle: options.subtitle ?? simulatedLatencyNote(),
-    height: 340,
-    marginTop: 30,
+    height: 340 + 14 * (labelRows - 1),
+    marginTop: 30 + 14 * (labelRows - 1),
     x: { label: "time since the workload started (s)", grid: true },
     y: { label: "latency (ms)", type: log ? "log" : "linear", grid: true },
     color: { legend: true, label: "operation" },
     marks: [
       Plot.ruleX(marks, { x: "seconds", stroke: "#888", strokeDasharray: "4,3" }),
-      Plot.text(marks, {
-        x: "seconds",
-        frameAnchor: "top",
-        text: "step",
-        textAnchor: "start",
-        dx: 3,
-        dy: -12,
-        fill: "#555",
-        lineWidth: 12,
-      }),
+      ...Array.from(
+        { length: labelRows },
+        (_, row) =>
+          Plot.text(marks.filter((m) => m.row === row), {
+            x: "seconds",
+            frameAnchor: "top",
+            text: "step",
+            textAnchor: "start",
+            dx: 3,
+            dy: -12 - 14 * (labelRows - 1 - row),
+            fill: "#555",
+            lineWidth: 12,
+          }),
+      ),
       Plot.dot(ok, { x: "seconds", y: "shown", fill: "op", r: 2.5, tip: true }),
       Plot.dot(failed, { x: "seconds", y: "shown", symbol: "times", stroke: "#d62728", r: 4 }),
     ],
