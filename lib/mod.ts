@@ -107,8 +107,7 @@ export {
   type ExerciseDefinition,
 } from "./exercises.ts";
 
-// Lesson modules (one per notebook): section resets and exercises. Each line is owned by its notebook.
-export * as lesson04 from "./lessons/04_tweets_by_location.ts";
+// Feature modules built for the lessons.
 export {
   type ApiClient,
   apiClient,
@@ -121,27 +120,24 @@ export {
   type ApiReply,
   startTweetsApi,
   type Tweet,
+  tweetId,
   type TweetsApi,
   type TweetsApiOptions,
   type TweetsReply,
   type TweetsRequest,
   type TweetsRoute,
-  tweetId,
   validateTweet,
 } from "./tweets_api.ts";
-export * as lesson02 from "./lessons/02_manual_sharding.ts";
 export {
   type ShopCustomer,
   shopCustomers,
   type ShopCustomersOptions,
-  shopLatencyRows,
   type ShopLatencyOptions,
+  shopLatencyRows,
   type ShopOptions,
   shopTimeline,
   startShop,
 } from "./shop.ts";
-export * as lesson03 from "./lessons/03_data_residency.ts";
-export * as residency from "./residency.ts";
 export {
   addReplica,
   currentLsn,
@@ -177,7 +173,6 @@ export {
   type RouterOptions,
   type RoutingMode,
 } from "./router.ts";
-export * as lesson05 from "./lessons/05_read_replicas.ts";
 export {
   type DockerProvider,
   dockerProvider,
@@ -206,7 +201,6 @@ export {
   type CockroachOptions,
   type CockroachUnavailable,
 } from "./providers/_docker_cockroach.ts";
-export * as lesson01 from "./lessons/01_horizontal_scaling.ts";
 export {
   type HoldOptions,
   holdWindow,
@@ -220,3 +214,11 @@ export {
   type SwapResult,
   swapTables,
 } from "./repartition.ts";
+export * as residency from "./residency.ts";
+
+// Lesson modules (one per notebook): section resets and exercises.
+export * as lesson01 from "./lessons/01_horizontal_scaling.ts";
+export * as lesson02 from "./lessons/02_manual_sharding.ts";
+export * as lesson03 from "./lessons/03_data_residency.ts";
+export * as lesson04 from "./lessons/04_tweets_by_location.ts";
+export * as lesson05 from "./lessons/05_read_replicas.ts";
