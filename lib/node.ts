@@ -202,7 +202,8 @@ export class Node {
    * Runs SQL text that may hold several statements (and BEGIN/COMMIT) on one
    * connection, one statement after the other as `psql -f` would, and returns
    * each statement's result. After an error, an open transaction is rolled
-   * back and the error names the statement that failed.
+   * back, and the error carries the failing statement (`error.statement`)
+   * and its index (`error.statementIndex`).
    *
    * @example
    * ```ts
@@ -232,10 +233,7 @@ export class Node {
       // transaction; roll it back so the pooled connection is usable again.
       await reserved.unsafe("ROLLBACK").catch(() => {});
       if (error instanceof Error) {
-        (error as Error & { statement?: string }).statement = current;
-        error.message += ` (in statement ${results.length + 1}: ${
-          current.split("\n")[0].slice(0, 80)
-        })`;
+        Object.assign(error, { statement: current, statementIndex: results.length });
       }
       throw error;
     } finally {

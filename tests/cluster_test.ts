@@ -295,6 +295,11 @@ Deno.test("Node.exec() returns one result per statement with its command tag, an
   assert.deepEqual(results[3].rows, [{ b: 2 }]);
   await assert.rejects(
     () => node.exec("SELECT 1; SELECT * FROM missing_table; SELECT 3"),
-    (e) => (e as Error).message.includes("in statement 2: SELECT * FROM missing_table"),
+    (e) => {
+      const error = e as Error & { statement?: string; statementIndex?: number };
+      return /relation "missing_table" does not exist$/.test(error.message) &&
+        error.statement === "SELECT * FROM missing_table" && error.statementIndex === 1;
+    },
   );
+
 });
