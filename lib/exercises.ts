@@ -13,7 +13,7 @@
  * ex1.solution();  // shows the solution code
  * ```
  *
- * Exercise modules (`lib/exercises/NN_*.ts`) register definitions with
+ * Exercise modules (`lib/lessons/NN_*_exercises.ts`) register definitions with
  * {@link defineExercise}; tests run every solution and a wrong attempt
  * through each check.
  *

@@ -108,26 +108,26 @@ export {
 } from "./exercises.ts";
 
 // Feature modules built for the lessons.
+export { startTweetsApi, type TweetsApi, type TweetsApiOptions } from "./tweets_api.ts";
+export {
+  ApiError,
+  type Tweet,
+  tweetId,
+  type TweetsReply,
+  type TweetsRequest,
+  type TweetsRoute,
+  validateTweet,
+} from "./tweets_api_endpoints.ts";
 export {
   type ApiClient,
   apiClient,
   type ApiClientOptions,
-  ApiError,
   apiLatencyFromRegions,
   type ApiLatencyOptions,
   apiLatencyPlot,
   type ApiLatencyPlotOptions,
   type ApiReply,
-  startTweetsApi,
-  type Tweet,
-  tweetId,
-  type TweetsApi,
-  type TweetsApiOptions,
-  type TweetsReply,
-  type TweetsRequest,
-  type TweetsRoute,
-  validateTweet,
-} from "./tweets_api.ts";
+} from "./tweets_api_client.ts";
 export {
   type ShopCustomer,
   shopCustomers,

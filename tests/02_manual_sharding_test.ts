@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import {
   type Cluster,
-  configure,
   exercise,
   isWorkshopError,
   latencyFromRegions,
@@ -9,10 +8,10 @@ import {
   linkNodes,
   type Node,
   partitionTree,
-  settings,
   sharedTargets,
   startCluster,
 } from "../lib/mod.ts";
+import { withLatencyScale } from "./_helpers.ts";
 
 const { SHARDS, attempt, misplacedCustomers, qualified, reset, storedRows } = lesson02;
 
@@ -202,11 +201,9 @@ Deno.test("Co-located purchase: each shard's foreign key refuses a purchase for 
 });
 
 Deno.test("Users in us-east-1 and ap-northeast-1 buy faster on their regional node than on eu_db before sharding, slower through the coordinator", async () => {
-  const scale = settings().latencyScale;
   await using cluster = await lessonCluster("latency");
   await reset(cluster, "after");
-  configure({ latencyScale: 1 });
-  try {
+  await withLatencyScale(1, async () => {
     const eu = cluster.node("eu_db");
     for (const shard of SHARDS) await linkNodes(eu, cluster.node(shard.node), { batchSize: 100 });
     const shoppers = lesson02.shoppers();
@@ -243,9 +240,7 @@ Deno.test("Users in us-east-1 and ap-northeast-1 buy faster on their regional no
         );
       }
     }
-  } finally {
-    configure({ latencyScale: scale });
-  }
+  });
 });
 
 Deno.test("startSecondPostmaster() is refused by the lock file and the node keeps serving", async () => {

@@ -1,9 +1,11 @@
 /**
- * Helpers shared by the tests: process inspection and small waits.
+ * Helpers shared by the tests: process inspection, small waits, and a
+ * latency scale for the duration of one test.
  *
  * @module
  */
 
+import { configure, settings } from "../lib/config.ts";
 import { runsRoot } from "../lib/_runs.ts";
 
 /** Pid of the postmaster of a data directory, or undefined. */
@@ -85,5 +87,20 @@ export async function readLineUntil(
     }
   } finally {
     reader.releaseLock();
+  }
+}
+
+/**
+ * Runs `fn` with the simulated latency at `scale` (for a test where the
+ * simulated latency is the thing under test), then restores the scale it
+ * had, also when `fn` fails.
+ */
+export async function withLatencyScale<T>(scale: number, fn: () => Promise<T>): Promise<T> {
+  const previous = settings().latencyScale;
+  configure({ latencyScale: scale });
+  try {
+    return await fn();
+  } finally {
+    configure({ latencyScale: previous });
   }
 }

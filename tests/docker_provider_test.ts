@@ -20,7 +20,7 @@ import { type DockerProvider, dockerProvider } from "../lib/providers/docker.ts"
 import { ensureImage, removeStaleDockerRuns } from "../lib/providers/_docker.ts";
 import { preflight } from "../lib/preflight.ts";
 import { addReplica, cockroachEndpoint, waitForReplay } from "../lib/mod.ts";
-import { readLineUntil, spawnDeno, waitFor } from "./_helpers.ts";
+import { readLineUntil, spawnDeno, waitFor, withLatencyScale } from "./_helpers.ts";
 
 const IMAGE = Deno.env.get("PGSW_DOCKER_IMAGE") ?? "postgres:16";
 const REQUIRE = Deno.env.get("PGSW_REQUIRE_DOCKER") === "1";
@@ -59,12 +59,6 @@ async function containersWithLabel(label: string): Promise<string[]> {
 async function dockerCluster(name: string, nodes: NodeOptions[]): Promise<Cluster> {
   const provider = await dockerProvider({ clusterName: name, image: IMAGE });
   return await startCluster({ name, provider, nodes });
-}
-
-function withLatencyScale<T>(scale: number, fn: () => Promise<T>): Promise<T> {
-  const before = settings().latencyScale;
-  configure({ latencyScale: scale });
-  return fn().finally(() => configure({ latencyScale: before }));
 }
 
 Deno.test({

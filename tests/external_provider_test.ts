@@ -6,14 +6,7 @@
 
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import {
-  type Cluster,
-  configure,
-  isWorkshopError,
-  linkNodes,
-  settings,
-  startCluster,
-} from "../lib/mod.ts";
+import { type Cluster, isWorkshopError, linkNodes, startCluster } from "../lib/mod.ts";
 import {
   databaseName,
   type ExternalProvider,
@@ -22,6 +15,7 @@ import {
   loadExternalServers,
   parseExternalServers,
 } from "../lib/providers/external.ts";
+import { withLatencyScale } from "./_helpers.ts";
 import { portableNotebookCopy } from "./_provider_helpers.ts";
 
 /** Two embedded servers, "eu" in London and "us" in N. Virginia, as URLs. */
@@ -138,9 +132,7 @@ Deno.test("databaseName() is pgsw_<cluster>_<node>, safe and at most 63 bytes", 
 
 Deno.test("externalProvider() makes each node a database on the server of its region and drops it at stop", async () => {
   await withServers("t-ext-servers", async (servers, backing) => {
-    const before = settings().latencyScale;
-    configure({ latencyScale: 1 });
-    try {
+    await withLatencyScale(1, async () => {
       await backing.node("eu").exec("CREATE TABLE IF NOT EXISTS untouched (x int)");
       const provider = await externalProvider({ clusterName: "t-ext", servers });
       const cluster = await startCluster({
@@ -205,9 +197,7 @@ Deno.test("externalProvider() makes each node a database on the server of its re
       const [{ n }] = await backing.node("eu")
         .sql`SELECT count(*) AS n FROM pg_class WHERE relname = 'untouched'`;
       assert.equal(n, 1, "the server's own objects are left alone");
-    } finally {
-      configure({ latencyScale: before });
-    }
+    });
   });
 });
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { configure, connect, foreignServers, linkNodes, settings, startCluster } from "../lib/mod.ts";
+import { connect, foreignServers, linkNodes, startCluster } from "../lib/mod.ts";
+import { withLatencyScale } from "./_helpers.ts";
 
 Deno.test("linkNodes() creates extension, server, user mapping and grant, verified in the catalog", async () => {
   await using cluster = await startCluster({
@@ -44,9 +45,7 @@ Deno.test("linkNodes() is idempotent and updates options on a second run", async
 });
 
 Deno.test("linkNodes() across regions leads through a delay proxy that foreign queries pay for", async () => {
-  const previous = settings().latencyScale;
-  configure({ latencyScale: 1 });
-  try {
+  await withLatencyScale(1, async () => {
     await using cluster = await startCluster({
       name: "t-link-region",
       nodes: [{ name: "eu_db_1", region: "eu-west-2" }, { name: "us_db_1", region: "us-east-1" }],
@@ -67,15 +66,11 @@ Deno.test("linkNodes() across regions leads through a delay proxy that foreign q
       elapsed >= 76,
       `a London -> N. Virginia foreign count took only ${elapsed.toFixed(1)} ms`,
     );
-  } finally {
-    configure({ latencyScale: previous });
-  }
+  });
 });
 
 Deno.test("Node.client() from another region pays the round trip; from the node's region it does not", async () => {
-  const previous = settings().latencyScale;
-  configure({ latencyScale: 1 });
-  try {
+  await withLatencyScale(1, async () => {
     await using cluster = await startCluster({
       name: "t-client-region",
       nodes: [{ name: "eu_db_1", region: "eu-west-2" }],
@@ -94,15 +89,11 @@ Deno.test("Node.client() from another region pays the round trip; from the node'
     const localMs = await time(local);
     assert.ok(remoteMs >= 210, `London <- Tokyo round trip was ${remoteMs.toFixed(1)} ms`);
     assert.ok(localMs < 210, `a local query took ${localMs.toFixed(1)} ms`);
-  } finally {
-    configure({ latencyScale: previous });
-  }
+  });
 });
 
 Deno.test("Cluster.route() goes direct when the latency scale is 0", async () => {
-  const previous = settings().latencyScale;
-  configure({ latencyScale: 0 });
-  try {
+  await withLatencyScale(0, async () => {
     await using cluster = await startCluster({
       name: "t-scale0",
       nodes: [{ name: "us_db_1", region: "us-east-1" }],
@@ -110,13 +101,14 @@ Deno.test("Cluster.route() goes direct when the latency scale is 0", async () =>
     const us1 = cluster.node("us_db_1");
     const address = await cluster.route("ap-southeast-2", us1);
     assert.equal(address.port, us1.port);
-  } finally {
-    configure({ latencyScale: previous });
-  }
+  });
 });
 
 Deno.test("linkNodes() with a local role can be re-run (the role's own mapping is updated)", async () => {
-  await using cluster = await startCluster({ name: "t-link-role", nodes: [{ name: "eu_db_1" }, { name: "eu_db_2" }] });
+  await using cluster = await startCluster({
+    name: "t-link-role",
+    nodes: [{ name: "eu_db_1" }, { name: "eu_db_2" }],
+  });
   const [eu1, eu2] = cluster.nodes;
   await eu1.exec("CREATE ROLE app LOGIN PASSWORD 'app'");
   await linkNodes(eu1, eu2, { localRole: "app" });
@@ -126,23 +118,27 @@ Deno.test("linkNodes() with a local role can be re-run (the role's own mapping i
 });
 
 Deno.test("a client reaching a stopped node across regions gets an error, not an endless reconnect", async () => {
-  const previous = settings().latencyScale;
-  configure({ latencyScale: 0.1 });
-  try {
-    await using cluster = await startCluster({ name: "t-refusal", nodes: [{ name: "us_db_1", region: "us-east-1" }] });
+  await withLatencyScale(0.1, async () => {
+    await using cluster = await startCluster({
+      name: "t-refusal",
+      nodes: [{ name: "us_db_1", region: "us-east-1" }],
+    });
     const us1 = cluster.node("us_db_1");
     const address = await cluster.route("eu-west-2", us1);
     await us1.stop();
     const sql = connect(address, us1.user, us1.password);
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const hung = new Promise((_, reject) => timer = setTimeout(() => reject(new Error("still waiting after 20 s")), 20_000));
+    const hung = new Promise((_, reject) =>
+      timer = setTimeout(() => reject(new Error("still waiting after 20 s")), 20_000)
+    );
     try {
-      await assert.rejects(() => Promise.race([sql`SELECT 1`, hung]), /node "us_db_1" \(us-east-1\) is not accepting connections/);
+      await assert.rejects(
+        () => Promise.race([sql`SELECT 1`, hung]),
+        /node "us_db_1" \(us-east-1\) is not accepting connections/,
+      );
     } finally {
       clearTimeout(timer);
       await sql.end({ timeout: 1 });
     }
-  } finally {
-    configure({ latencyScale: previous });
-  }
+  });
 });

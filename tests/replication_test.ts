@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import {
   addReplica,
-  configure,
   currentLsn,
   isWorkshopError,
   lagPlot,
@@ -10,12 +9,12 @@ import {
   removeReplica,
   replicaLsns,
   setApplyDelay,
-  settings,
   startCluster,
   startLagMonitor,
   waitForReplay,
 } from "../lib/mod.ts";
 import { embeddedProvider } from "../lib/providers/embedded.ts";
+import { withLatencyScale } from "./_helpers.ts";
 
 Deno.test("addReplica() makes a streaming hot standby through its own slot that refuses writes", async () => {
   await using cluster = await startCluster({
@@ -83,9 +82,7 @@ Deno.test("addReplica() says which provider cannot make standbys", async () => {
 });
 
 Deno.test("addReplica() in another region streams through the cluster's delay proxy", async () => {
-  const before = settings().latencyScale;
-  configure({ latencyScale: 0.05 });
-  try {
+  await withLatencyScale(0.05, async () => {
     await using cluster = await startCluster({
       name: "t-repl-region",
       nodes: [{ name: "db", role: "primary" }],
@@ -109,9 +106,7 @@ Deno.test("addReplica() in another region streams through the cluster's delay pr
     await waitForReplay(replica, await currentLsn(db));
     const [{ n }] = await replica.sql`SELECT count(*) AS n FROM t`;
     assert.equal(n, 1);
-  } finally {
-    configure({ latencyScale: before });
-  }
+  });
 });
 
 Deno.test("setApplyDelay() holds replay back while WAL is still received", async () => {

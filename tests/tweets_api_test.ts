@@ -4,17 +4,16 @@ import {
   ApiError,
   apiLatencyFromRegions,
   type Cluster,
-  configure,
   connect,
   isWorkshopError,
   type Node,
-  settings,
   startCluster,
   startTweetsApi,
   tweetId,
   type TweetsApiOptions,
   validateTweet,
 } from "../lib/mod.ts";
+import { withLatencyScale } from "./_helpers.ts";
 
 const EUROPE: TweetsApiOptions = {
   name: "europe_api",
@@ -277,9 +276,7 @@ Deno.test("startTweetsApi() routes add endpoints; ApiError answers 4xx and other
 });
 
 Deno.test("apiClient() from another region pays the simulated round trip; from the API's region it does not", async () => {
-  const previous = settings().latencyScale;
-  configure({ latencyScale: 1 });
-  try {
+  await withLatencyScale(1, async () => {
     await using cluster = await startCluster({ name: "t-api-latency" });
     const europe = await europeNode(cluster);
     const api = cluster.addService(await startTweetsApi(europe, EUROPE));
@@ -298,9 +295,7 @@ Deno.test("apiClient() from another region pays the simulated round trip; from t
       [rows[0].region, rows[0].step, rows[0].query],
       ["us-east-1", "europe_api", "GET /tweets?limit=20"],
     );
-  } finally {
-    configure({ latencyScale: previous });
-  }
+  });
 });
 
 Deno.test("validateTweet() fills the API's location and lists every problem at once", () => {

@@ -11,7 +11,6 @@
  */
 
 import type { Cluster } from "../cluster.ts";
-import { WorkshopError } from "../errors.ts";
 import { type CheckResult, defineExercise } from "../exercises.ts";
 import {
   awaitMirror,
@@ -23,6 +22,7 @@ import {
   residencyNodes,
   SOURCE_UPSERTS,
 } from "../residency.ts";
+import { sectionIndex } from "./_lesson.ts";
 
 const NOTEBOOK = "03_data_residency";
 
@@ -87,11 +87,7 @@ export const MANAGER_TREE_SQL = `select * from util.create_manager_tree(15);`;
  * ```
  */
 export async function reset(cluster: Cluster, section: Section): Promise<void> {
-  if (!(SECTIONS as readonly string[]).includes(section)) {
-    throw new WorkshopError("INVALID_SETTING", `Unknown section "${section}" of notebook 03`, {
-      fix: `Use one of: ${SECTIONS.join(", ")}`,
-    });
-  }
+  sectionIndex(NOTEBOOK, SECTIONS, section);
   const reached = (s: Section) => SECTIONS.indexOf(section) > SECTIONS.indexOf(s);
   await cluster.addNodes(residencyNodes());
   await dropModel(cluster);
@@ -151,6 +147,20 @@ export async function managerTreeRoot(cluster: Cluster): Promise<string | undefi
 // ---------------------------------------------------------------------------
 
 const GBR_VIEW = "shared.gbr_staff";
+
+/**
+ * Exercise 1's view, filtering on the region of `d` (shared.identity_details,
+ * the solution) or of `i` (shared.identity). The solution shows the same text.
+ */
+function gbrStaffView(regionOf: "d" | "i"): string {
+  return `
+  CREATE OR REPLACE VIEW shared.gbr_staff AS
+    SELECT d.name, d.uuid
+    FROM shared.identity_details d
+      JOIN shared.identity i ON i.uuid = d.uuid
+    WHERE ${regionOf}.region = 'gbr'
+      AND i.manager_uuid IS NOT NULL;`;
+}
 
 async function checkGbrOnly(cluster: Cluster): Promise<CheckResult> {
   const usa = cluster.node("usa");
@@ -232,33 +242,16 @@ defineExercise({
     "a filter on i.region does not prune shared.identity_details, a filter on d.region does.",
     "partitionScans(usa, `SELECT * FROM shared.gbr_staff`) shows which partitions a query reads.",
   ],
-  solution: `await usa.exec(\`
-  CREATE OR REPLACE VIEW shared.gbr_staff AS
-    SELECT d.name, d.uuid
-    FROM shared.identity_details d
-      JOIN shared.identity i ON i.uuid = d.uuid
-    WHERE d.region = 'gbr'
-      AND i.manager_uuid IS NOT NULL;
+  solution: `await usa.exec(\`${gbrStaffView("d")}
 \`);`,
   setup: (cluster) => reset(cluster, "exercises"),
   check: checkGbrOnly,
   solve: async (cluster) => {
-    await cluster.node("usa").exec(`
-      CREATE OR REPLACE VIEW shared.gbr_staff AS
-        SELECT d.name, d.uuid
-        FROM shared.identity_details d
-          JOIN shared.identity i ON i.uuid = d.uuid
-        WHERE d.region = 'gbr'
-          AND i.manager_uuid IS NOT NULL;`);
+    await cluster.node("usa").exec(gbrStaffView("d"));
   },
   attemptWrong: async (cluster) => {
-    await cluster.node("usa").exec(`
-      CREATE OR REPLACE VIEW shared.gbr_staff AS
-        SELECT d.name, d.uuid
-        FROM shared.identity_details d
-          JOIN shared.identity i ON i.uuid = d.uuid
-        WHERE i.region = 'gbr'
-          AND i.manager_uuid IS NOT NULL;`);
+    // The region of shared.identity (i) is the same value, but not the partition key: no pruning.
+    await cluster.node("usa").exec(gbrStaffView("i"));
   },
 });
 
