@@ -105,10 +105,10 @@ export function distributionPlot(
     title: options.title,
     subtitle: options.subtitle,
     height: 40 + 34 * data.length,
-    marginLeft: Math.min(260, 12 + longest * 7),
+    marginLeft: Math.min(300, 20 + longest * 7.5),
     marginRight: 60,
     x: { label, grid: true, nice: true },
-    y: { label: "partition", domain: data.map((d) => d.partition) },
+    y: { label: null, domain: data.map((d) => d.partition) },
     // Nodes in name order, so a node keeps its colour from one chart to the next
     // as long as the nodes before it are the same (eu_db_1 is always the first colour).
     color: { legend: true, label: "node", domain: naturalSort([...new Set(data.map((d) => d.node))]) },
