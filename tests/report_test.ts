@@ -24,6 +24,7 @@ import {
   textToNotebook,
 } from "../tools/nbtext.ts";
 import {
+  notebookIntro,
   renderIndexHtml,
   renderNotebookHtml,
   type ReportMeta,
@@ -115,10 +116,42 @@ Deno.test("renderNotebookHtml() shows errors in a red box without ANSI codes", a
   assert.match(html, /class="cell code not-run"/);
 });
 
-Deno.test("renderNotebookHtml() renders blockquotes as presenter notes", async () => {
+Deno.test("renderNotebookHtml() renders presenter notes as callouts and other blockquotes as quotations", async () => {
   const html = await renderedFixture();
   assert.equal(html.match(/<aside class="presenter-note">/g)?.length, 2);
   assert.match(html, /<div class="note-label">Presenter note<\/div>\n<p>Mention that/);
+  const notebook: Notebook = {
+    cells: [{
+      cell_type: "markdown",
+      metadata: {},
+      source: "# t\n\n> WAL's central concept is that changes are logged first.",
+    }],
+    metadata: {},
+    nbformat: 4,
+    nbformat_minor: 5,
+  };
+  const quote = renderNotebookHtml(notebook, executedMeta);
+  assert.match(
+    quote,
+    /<blockquote>\n<p>WAL&#39;s central concept|<blockquote>\n<p>WAL's central concept/,
+  );
+  assert.doesNotMatch(quote, /<aside class="presenter-note">/);
+});
+
+Deno.test("renderNotebookHtml() keeps underscores inside words in titles and the contents", () => {
+  const notebook: Notebook = {
+    cells: [{
+      cell_type: "markdown",
+      metadata: {},
+      source: "# Scaling with postgres_fdw\n\n## The _emphasised_ eu_db_1 step",
+    }],
+    metadata: {},
+    nbformat: 4,
+    nbformat_minor: 5,
+  };
+  const html = renderNotebookHtml(notebook, executedMeta);
+  assert.match(html, /<title>Scaling with postgres_fdw<\/title>/);
+  assert.match(html, /The emphasised eu_db_1 step<\/a><\/li>/);
 });
 
 Deno.test("renderNotebookHtml() needs no external resources or scripts", async () => {
@@ -424,4 +457,31 @@ Deno.test("lab.ts --check starts Jupyter, sees the deno kernel and stops", async
     text,
     new RegExp(`lists kernel "deno" \\(${KERNEL_DISPLAY_NAME.replace(/[()]/g, "\\$&")}\\)`),
   );
+});
+
+Deno.test("notebookIntro() finds the goal's first sentence and the teaching time", () => {
+  const notebook: Notebook = {
+    cells: [{
+      cell_type: "markdown",
+      metadata: {},
+      source:
+        "# 01 · X\n\n**Goal.** Start with one node. Then scale it.\n\n**Time:** about 25 minutes with discussion.",
+    }],
+    metadata: {},
+    nbformat: 4,
+    nbformat_minor: 5,
+  };
+  assert.deepEqual(notebookIntro(notebook), {
+    goal: "Start with one node.",
+    teachingTime: "about 25 minutes with discussion",
+  });
+  const index = renderIndexHtml([{
+    name: "01_x",
+    status: "ok",
+    seconds: 3,
+    href: "01_x.html",
+    ...notebookIntro(notebook),
+  }]);
+  assert.match(index, /Start with one node\./);
+  assert.match(index, /about 25 minutes with discussion/);
 });

@@ -54,6 +54,10 @@ export interface IndexEntry {
   href: string;
   /** Link to the executed `.ipynb`. */
   ipynbHref?: string;
+  /** The notebook's goal, from its `**Goal.**` paragraph (first sentence). */
+  goal?: string;
+  /** The teaching time estimate, from its `**Time:**` line (e.g. "about 25 minutes"). */
+  teachingTime?: string;
 }
 
 /** Options for {@link renderIndexHtml}. */
@@ -111,6 +115,28 @@ export function notebookTitle(notebook: Notebook): string | undefined {
     if (match) return plainText(match[1]);
   }
   return undefined;
+}
+
+/**
+ * The goal (first sentence of the `**Goal.**` paragraph) and the teaching
+ * time (`**Time:** about N minutes`) a notebook states at its top.
+ *
+ * @example
+ * ```ts
+ * notebookIntro(notebook); // { goal: "Start with one PostgreSQL node…", teachingTime: "about 25 minutes" }
+ * ```
+ */
+export function notebookIntro(notebook: Notebook): { goal?: string; teachingTime?: string } {
+  const text = notebook.cells.filter((c) => c.cell_type === "markdown").map(sourceOf).join("\n\n");
+  const goal = /\*\*Goal\.?\*\*\.?\s*([\s\S]+?)(?:\n\s*\n|$)/.exec(text)?.[1];
+  const time = /\*\*Time:?\*\*:?\s*([^.*\n]+)/.exec(text)?.[1];
+  const firstSentence = goal
+    ? plainText(goal.replace(/\s+/g, " ")).match(/^.+?[.!?](?=\s|$)/)?.[0]
+    : undefined;
+  return {
+    goal: firstSentence ?? (goal ? plainText(goal) : undefined),
+    teachingTime: time?.trim(),
+  };
 }
 
 /**
@@ -186,7 +212,9 @@ export function renderIndexHtml(entries: IndexEntry[], options: IndexOptions = {
       : "";
     return `<tr class="${entry.status}">
 <td><a href="${escapeHtml(entry.href)}">${escapeHtml(entry.title ?? entry.name)}</a>
+${entry.goal ? `<div class="index-goal">${escapeHtml(entry.goal)}</div>` : ""}
 <div class="file">${escapeHtml(entry.name)}.ipynb</div>${failure}</td>
+<td>${escapeHtml(entry.teachingTime ?? "")}</td>
 <td>${statusBadge(entry.status)}</td>
 <td class="num">${formatSeconds(entry.seconds)}</td>
 <td>${entry.ipynbHref ? `<a href="${escapeHtml(entry.ipynbHref)}">.ipynb</a>` : ""}</td>
@@ -208,11 +236,13 @@ ${settings}</p>
 </header>
 <main>
 <table class="index">
-<thead><tr><th>Notebook</th><th>Status</th><th class="num">Run time</th><th>Executed</th></tr></thead>
+<thead><tr><th>Notebook</th><th>Teaching time</th><th>Status</th><th class="num">Run time</th><th>Executed</th></tr></thead>
 <tbody>
 ${rows}
 </tbody>
-<tfoot><tr><td>Total</td><td></td><td class="num">${formatSeconds(total)}</td><td></td></tr></tfoot>
+<tfoot><tr><td>Total</td><td></td><td></td><td class="num">${
+    formatSeconds(total)
+  }</td><td></td></tr></tfoot>
 </table>
 </main>`;
   return page("Workshop notebooks", body);
@@ -250,7 +280,12 @@ function markdownRenderer(): MarkdownRenderer {
       },
       blockquote({ tokens, text }: Tokens.Blockquote) {
         const inner = this.parser.parse(tokens);
+        // The sources' presenter notes: "> **Presenter:** ...", "> Mention ...", "MENTION PAUSE",
+        // "Draw attention to ...". Other blockquotes (quotations) stay quotations.
         const labelled = /^\s*(\*\*|__)?presenter\b/i.test(text);
+        const presenter = labelled ||
+          /^\s*(\*\*|__)?(mention|draw attention|notice how)\b/i.test(text);
+        if (!presenter) return `<blockquote>\n${inner}</blockquote>\n`;
         const label = labelled ? "" : `<div class="note-label">Presenter note</div>\n`;
         return `<aside class="presenter-note">\n${label}${inner}</aside>\n`;
       },
@@ -473,7 +508,8 @@ function plainText(markdown: string): string {
   return markdown
     .replace(/<[^>]+>/g, "")
     .replace(/!?\[([^\]]*)\]\([^)]*\)/g, "$1")
-    .replace(/[*_`~]+/g, "")
+    .replace(/[*`~]+/g, "")
+    .replace(/(?<![A-Za-z0-9])_+|_+(?![A-Za-z0-9])/g, "") // emphasis, not postgres_fdw
     .replace(/&amp;/g, "&").replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&quot;/g, '"')
     .replace(/&#39;/g, "'")
     .trim();
@@ -593,9 +629,14 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
   border-left: 4px solid var(--note); border-radius: 6px; }
 .presenter-note > :first-child, .presenter-note > .note-label + * { margin-top: 0; }
 .presenter-note > :last-child { margin-bottom: 0; }
+blockquote { margin: 14px 0; padding: 2px 14px; border-left: 4px solid var(--line); color: var(--muted); }
+.output figure { margin: 8px 0; }
+.output figure > h2 { font-size: 1.05rem; margin: 6px 0 2px; border: 0; }
+.output figure > h3 { font-size: 0.9rem; font-weight: 400; color: var(--muted); margin: 0 0 6px; }
 .note-label { font-size: 0.75rem; font-weight: 700; letter-spacing: 0.05em; text-transform: uppercase; color: var(--note); margin-bottom: 4px; }
 table.index { width: 100%; font-size: 0.95rem; }
 table.index td { padding: 8px 10px; }
 table.index tfoot td { font-weight: 600; background: var(--soft); }
+.index-goal { color: var(--muted); font-size: 0.9rem; margin: 2px 0; }
 .index-error { color: var(--bad); font-size: 0.85rem; margin-top: 2px; }
 `;

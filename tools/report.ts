@@ -24,6 +24,7 @@ import { findNbclientPython, writeProjectKernelspec } from "./kernelspec.ts";
 import { type Notebook, readNotebook, sourceOf } from "./nbtext.ts";
 import {
   type IndexEntry,
+  notebookIntro,
   notebookTitle,
   renderIndexHtml,
   renderNotebookHtml,
@@ -164,6 +165,7 @@ async function reportNotebook(
       ...outcome,
       name,
       title: notebookTitle(notebook),
+      ...notebookIntro(notebook),
       href: `${name}.html`,
       ipynbHref: `${name}.ipynb`,
     },
