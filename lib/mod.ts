@@ -72,6 +72,7 @@ export {
 } from "./display.ts";
 export { distributionPlot, type Figure, renderPlot } from "./plot.ts";
 export { seededRandom, seededUuid } from "./random.ts";
+export { type EnvironmentCheck, environmentChecks, preflight } from "./preflight.ts";
 export { reclaimStaleRuns } from "./_runs.ts";
 export {
   type BuiltinOp,

@@ -71,6 +71,20 @@ export async function environmentChecks(): Promise<EnvironmentCheck[]> {
         `provider ${provider}, LATENCY_SCALE ${settings().latencyScale}, seed ${settings().seed}`,
       ),
   );
+  await add("loopback ports", true, () => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const { port } = listener.addr as Deno.NetAddr;
+    listener.close();
+    return Promise.resolve(`127.0.0.1 gives free ports (e.g. ${port}); nodes pick their own`);
+  });
+  await add("Jupyter kernel", false, () => {
+    try {
+      if ((Deno as unknown as { jupyter?: unknown }).jupyter) {
+        return Promise.resolve("running inside the Deno kernel");
+      }
+    } catch { /* outside the kernel, reading Deno.jupyter throws */ }
+    return Promise.resolve("not in a kernel (deno task lab / deno task report start one)");
+  });
   await add("scratch space for nodes", true, async () => {
     await Deno.mkdir(runsRoot(), { recursive: true });
     const probe = await Deno.makeTempFile({ dir: runsRoot() });
