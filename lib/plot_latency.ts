@@ -67,7 +67,12 @@ export function latencyTimeline(
     height: 340 + 14 * (labelRows - 1),
     marginTop: 30 + 14 * (labelRows - 1),
     x: { label: "time since the workload started (s)", grid: true },
-    y: { label: "latency (ms)", type: log ? "log" : "linear", grid: true },
+    y: {
+      label: "latency (ms)",
+      type: log ? "log" : "linear",
+      grid: true,
+      tickFormat: log ? "~g" : undefined,
+    },
     color: { legend: true, label: "operation" },
     marks: [
       Plot.ruleX(marks, { x: "seconds", stroke: "#888", strokeDasharray: "4,3" }),
@@ -118,6 +123,10 @@ export function latencyPercentiles(
     }))
   );
   const ops = [...new Set(summary.map((s) => s.op))];
+  // Latencies span a millisecond to seconds: a log axis keeps the fast steps
+  // readable next to the slow ones. Bars start at a floor below the smallest value.
+  const smallest = Math.min(...data.map((d) => d.ms).filter((ms) => ms > 0));
+  const floor = Number.isFinite(smallest) ? 10 ** Math.floor(Math.log10(smallest)) : 0.1;
   return renderPlot((Plot) => ({
     title: options.title,
     subtitle: options.subtitle ?? simulatedLatencyNote(),
@@ -127,7 +136,7 @@ export function latencyPercentiles(
     fx: { domain: steps, label: null, padding: 0.15 },
     fy: { label: "operation" },
     x: { domain: ["p50", "p95", "p99"], axis: null },
-    y: { label: "latency (ms)", grid: true },
+    y: { label: "latency (ms, log scale)", type: "log", grid: true, tickFormat: "~g" },
     color: {
       legend: true,
       label: "percentile",
@@ -139,11 +148,11 @@ export function latencyPercentiles(
         fx: "step",
         fy: "op",
         x: "percentile",
-        y: "ms",
+        y1: floor,
+        y2: (d: { ms: number }) => Math.max(d.ms, floor),
         fill: "percentile",
         tip: true,
       }),
-      Plot.ruleY([0]),
     ],
   }));
 }

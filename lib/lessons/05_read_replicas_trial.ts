@@ -251,7 +251,7 @@ export function staleReadsPlot(
     title: options.title,
     subtitle: options.subtitle,
     height: 70 + 46 * results.length,
-    marginLeft: 190,
+    marginLeft: Math.max(120, 14 + 7 * Math.max(...results.map((r) => r.label.length))),
     marginRight: 40,
     x: { label: "share of reads (%)", domain: [0, 100], grid: true },
     y: { label: null, domain: results.map((r) => r.label) },
