@@ -104,14 +104,19 @@ export function distributionPlot(
   return renderPlot((Plot) => ({
     title: options.title,
     subtitle: options.subtitle,
-    height: 40 + 34 * data.length,
+    height: 54 + 34 * data.length,
     marginLeft: Math.min(300, 20 + longest * 7.5),
     marginRight: 60,
-    x: { label, grid: true, nice: true },
+    marginBottom: 44,
+    x: { label, grid: true, nice: true, labelAnchor: "center", labelOffset: 36 },
     y: { label: null, domain: data.map((d) => d.partition) },
     // Nodes in name order, so a node keeps its colour from one chart to the next
     // as long as the nodes before it are the same (eu_db_1 is always the first colour).
-    color: { legend: true, label: "node", domain: naturalSort([...new Set(data.map((d) => d.node))]) },
+    color: {
+      legend: true,
+      label: "node",
+      domain: naturalSort([...new Set(data.map((d) => d.node))]),
+    },
     marks: [
       Plot.barX(data, { y: "partition", x: "value", fill: "node", inset: 2 }),
       Plot.text(data, {

@@ -66,7 +66,13 @@ export function latencyTimeline(
     subtitle: options.subtitle ?? simulatedLatencyNote(),
     height: 340 + 14 * (labelRows - 1),
     marginTop: 30 + 14 * (labelRows - 1),
-    x: { label: "time since the workload started (s)", grid: true },
+    marginBottom: 44,
+    x: {
+      label: "time since the workload started (s)",
+      grid: true,
+      labelAnchor: "center",
+      labelOffset: 36,
+    },
     y: {
       label: "latency (ms)",
       type: log ? "log" : "linear",
@@ -173,27 +179,25 @@ export function regionLatencyPlot(
   const steps = [...new Set(rows.map((r) => r.step))];
   const regions = [...new Set(rows.map((r) => r.region))];
   const scale = rows[0]?.latencyScale ?? settings().latencyScale;
+  // One group per user region (labels on the left), one bar per step inside it, so
+  // "before" and "after" for the same users sit side by side.
   return renderPlot((Plot) => ({
     title: options.title,
     subtitle: options.subtitle ?? simulatedLatencyNote(scale),
-    height: 50 + regions.length * Math.max(24, 16 * steps.length),
+    height: 64 + regions.length * (steps.length * 20 + 16),
     marginLeft: 120,
-    marginRight: 60,
-    y: { domain: regions, label: "user region" },
-    fy: steps.length > 1 ? { label: null } : undefined,
-    x: { label: "median latency (ms)", grid: true },
+    marginRight: 70,
+    fy: { domain: regions, label: "user region", axis: "left", padding: 0.15 },
+    y: { domain: steps, axis: null },
+    marginBottom: 44,
+    x: { label: "median latency (ms)", grid: true, labelAnchor: "center", labelOffset: 36 },
     color: { legend: steps.length > 1, domain: steps, label: "step" },
     marks: [
-      Plot.barX(rows, {
-        y: "region",
-        x: "ms",
-        fill: "step",
-        fy: steps.length > 1 ? "step" : undefined,
-      }),
+      Plot.barX(rows, { fy: "region", y: "step", x: "ms", fill: "step", tip: true }),
       Plot.text(rows, {
-        y: "region",
+        fy: "region",
+        y: "step",
         x: "ms",
-        fy: steps.length > 1 ? "step" : undefined,
         text: (r: RegionLatencyRow) => `${r.ms.toFixed(1)} ms`,
         textAnchor: "start",
         dx: 4,
