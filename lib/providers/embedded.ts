@@ -282,9 +282,9 @@ function embeddedTemplate(): Promise<Template> {
 async function loadOrCreateTemplate(): Promise<Template> {
   const [bins, user] = await Promise.all([pgBinaries(), pgRunAs()]);
   const cache = settings().cacheDir;
-  const tag = `pg-${EMBEDDED_PG_VERSION}-${Deno.build.os}-${Deno.build.arch}-${
-    user.uid ?? Deno.uid() ?? 0
-  }`;
+  // Binaries of your own (WORKSHOP_PG_BIN_DIR) get their own template, named after their path.
+  const binaries = settings().pgBinDir ? `own-${await shortHash(bins.postgres)}` : `pg-${EMBEDDED_PG_VERSION}`;
+  const tag = `${binaries}-${Deno.build.os}-${Deno.build.arch}-${user.uid ?? Deno.uid() ?? 0}`;
   const dir = `${cache}/template-${tag}`;
   const manifestPath = `${dir}.json`;
   const manifest = await Deno.readTextFile(manifestPath).then(JSON.parse).catch(() => undefined);
@@ -372,4 +372,9 @@ async function run(cmd: string, args: string[]): Promise<void> {
       `${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr).trim()}`,
     );
   }
+}
+
+async function shortHash(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest).slice(0, 6)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
