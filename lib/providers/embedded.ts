@@ -38,6 +38,9 @@ const TEMPLATE_CONF: Record<string, string> = {
   log_line_prefix: "'%m [%p] %q%a '",
   max_wal_size: "256MB",
   wal_keep_size: "64MB",
+  // Dynamic shared memory as files in the data directory (pg_dynshmem), not in
+  // /dev/shm: a node stopped with SIGQUIT or SIGKILL then leaves nothing outside it.
+  dynamic_shared_memory_type: "mmap",
 };
 
 const HBA = [
@@ -283,8 +286,14 @@ async function loadOrCreateTemplate(): Promise<Template> {
   const [bins, user] = await Promise.all([pgBinaries(), pgRunAs()]);
   const cache = settings().cacheDir;
   // Binaries of your own (WORKSHOP_PG_BIN_DIR) get their own template, named after their path.
-  const binaries = settings().pgBinDir ? `own-${await shortHash(bins.postgres)}` : `pg-${EMBEDDED_PG_VERSION}`;
-  const tag = `${binaries}-${Deno.build.os}-${Deno.build.arch}-${user.uid ?? Deno.uid() ?? 0}`;
+  const binaries = settings().pgBinDir
+    ? `own-${await shortHash(bins.postgres)}`
+    : `pg-${EMBEDDED_PG_VERSION}`;
+  // The settings are part of the name, so changing TEMPLATE_CONF or HBA makes a new template.
+  const conf = await shortHash(JSON.stringify([TEMPLATE_CONF, HBA]));
+  const tag = `${binaries}-${conf}-${Deno.build.os}-${Deno.build.arch}-${
+    user.uid ?? Deno.uid() ?? 0
+  }`;
   const dir = `${cache}/template-${tag}`;
   const manifestPath = `${dir}.json`;
   const manifest = await Deno.readTextFile(manifestPath).then(JSON.parse).catch(() => undefined);
@@ -349,6 +358,7 @@ async function loadOrCreateTemplate(): Promise<Template> {
     );
     await Deno.chmod(`${manifestPath}.tmp`, 0o600);
     await Deno.rename(`${manifestPath}.tmp`, manifestPath);
+    await removeOlderTemplates(cache, `template-${binaries}-`, `template-${tag}`);
     return { dir, password };
   } finally {
     await Deno.remove(build, { recursive: true }).catch(() => {});
@@ -376,5 +386,15 @@ async function run(cmd: string, args: string[]): Promise<void> {
 
 async function shortHash(text: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(digest).slice(0, 6)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return [...new Uint8Array(digest).slice(0, 6)].map((b) => b.toString(16).padStart(2, "0")).join(
+    "",
+  );
+}
+
+/** Deletes cached templates of the same binaries made with other settings (replaced by `keep`). */
+async function removeOlderTemplates(cache: string, prefix: string, keep: string): Promise<void> {
+  for await (const entry of Deno.readDir(cache)) {
+    if (!entry.name.startsWith(prefix) || entry.name.startsWith(keep)) continue;
+    await Deno.remove(`${cache}/${entry.name}`, { recursive: true }).catch(() => {});
+  }
 }
