@@ -224,7 +224,17 @@ const CHILD_STARTS_NODE = `
   await new Promise(() => {}); // wait to be killed
 `;
 
+/** PostgreSQL's dynamic shared memory segments in /dev/shm (none should belong to the kit's nodes). */
+function sharedMemorySegments(): Set<string> {
+  try {
+    return new Set([...Deno.readDirSync("/dev/shm")].map((e) => e.name).filter((n) => n.startsWith("PostgreSQL.")));
+  } catch {
+    return new Set();
+  }
+}
+
 Deno.test("the reaper stops nodes of a process killed with SIGKILL", async () => {
+  const segmentsBefore = sharedMemorySegments();
   const child = spawnDeno(CHILD_STARTS_NODE);
   const line = await readLineUntil(child, (l) => l.startsWith("DATADIR "));
   const dataDir = line.slice("DATADIR ".length).trim();
@@ -238,6 +248,8 @@ Deno.test("the reaper stops nodes of a process killed with SIGKILL", async () =>
     await waitFor(async () => !await pathExists(dataDir)),
     "the orphaned data directory was removed",
   );
+  const leftSegments = [...sharedMemorySegments()].filter((n) => !segmentsBefore.has(n));
+  assert.deepEqual(leftSegments, [], "no shared memory segment left in /dev/shm");
 });
 
 Deno.test("reclaimStaleRuns() reclaims nodes when both the owner and its reaper were killed", async () => {
