@@ -1,6 +1,6 @@
 """Execute one notebook with nbclient and report the outcome as one JSON line.
 
-Usage: python3 _execute_notebook.py NOTEBOOK OUTPUT [--timeout SECONDS] [--kernel NAME]
+Usage: python3 _execute_notebook.py NOTEBOOK OUTPUT [--timeout SECONDS] [--kernel NAME] [--twice]
 
 The kernel runs in the notebook's folder. The executed notebook is always
 written to OUTPUT, also when a cell fails (then it holds every cell up to and
@@ -16,6 +16,7 @@ Private helper of tools/report.ts.
 """
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -73,9 +74,19 @@ def main() -> int:
     parser.add_argument("output")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per cell")
     parser.add_argument("--kernel", default="deno")
+    parser.add_argument(
+        "--twice",
+        action="store_true",
+        help="run every cell, then every cell again in the same kernel (cells must be re-runnable)",
+    )
     args = parser.parse_args()
 
     notebook = nbformat.read(args.notebook, as_version=4)
+    if args.twice:
+        again = copy.deepcopy(notebook.cells)
+        for index, cell in enumerate(again):
+            cell["id"] = f"again-{index}"
+        notebook.cells = notebook.cells + again
     state = {"cell": None, "reply": None}
 
     def on_cell_start(cell, cell_index):
