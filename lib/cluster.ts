@@ -448,7 +448,10 @@ export class Cluster implements AsyncDisposable, NodeHost {
       proxy = startDelayProxy(target, {
         oneWayMs: () => (rtt / 2) * settings().latencyScale,
         refusal: this.#nodes.has(name)
-          ? () => postgresRefusal(`node "${name}" (${region}) is not accepting connections (reached from ${from})`)
+          ? () =>
+            postgresRefusal(
+              `node "${name}" (${region}) is not accepting connections (reached from ${from})`,
+            )
           : undefined,
         rng: this.#rng,
         listenHost: kind === "client" ? "127.0.0.1" : endpoint.listenHost,

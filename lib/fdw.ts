@@ -166,7 +166,9 @@ async function currentOptions(
   const rows = kind === "server"
     ? await node.sql`SELECT srvoptions AS o FROM pg_foreign_server WHERE srvname = ${server}`
     : await node.sql`SELECT umoptions AS o FROM pg_user_mappings
-        WHERE srvname = ${server} AND usename = coalesce(${role ?? null}::text, current_user::text)`;
+        WHERE srvname = ${server} AND usename = coalesce(${
+      role ?? null
+    }::text, current_user::text)`;
   return new Set(Object.keys(optionMap(rows[0]?.o as string[] | null)));
 }
 

@@ -70,8 +70,10 @@ export async function partitionTree(coordinator: Node, table: string): Promise<P
       const server = optionMap(r.srvoptions as string[]);
       const ft = optionMap(r.ftoptions as string[]);
       remoteTable = `${ft.schema_name ?? r.schema}.${ft.table_name ?? r.partition}`;
-      node = (await coordinator.cluster.nodeAt(server.host ?? "", Number(server.port), server.dbname))?.name ??
-        null;
+      node =
+        (await coordinator.cluster.nodeAt(server.host ?? "", Number(server.port), server.dbname))
+          ?.name ??
+          null;
     }
     return {
       partition: r.partition as string,

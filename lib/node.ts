@@ -181,7 +181,8 @@ export class Node {
    * database on a server (external providers). Two nodes never share it.
    */
   get storage(): string {
-    return this.#provided.storage ?? this.#provided.dataDir ?? `${this.host}:${this.port}/${this.database}`;
+    return this.#provided.storage ?? this.#provided.dataDir ??
+      `${this.host}:${this.port}/${this.database}`;
   }
   /** Whether the node was stopped. */
   get stopped(): boolean {

@@ -142,7 +142,7 @@ export function latencyPercentiles(
     fx: { domain: steps, label: null, padding: 0.15 },
     fy: { label: "operation" },
     x: { domain: ["p50", "p95", "p99"], axis: null },
-    y: { label: "latency (ms, log scale)", type: "log", grid: true, tickFormat: "~g" },
+    y: { label: "latency (ms), log scale", type: "log", grid: true, tickFormat: "~g" },
     color: {
       legend: true,
       label: "percentile",

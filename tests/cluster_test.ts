@@ -227,7 +227,11 @@ const CHILD_STARTS_NODE = `
 /** PostgreSQL's dynamic shared memory segments in /dev/shm (none should belong to the kit's nodes). */
 function sharedMemorySegments(): Set<string> {
   try {
-    return new Set([...Deno.readDirSync("/dev/shm")].map((e) => e.name).filter((n) => n.startsWith("PostgreSQL.")));
+    return new Set(
+      [...Deno.readDirSync("/dev/shm")].map((e) => e.name).filter((n) =>
+        n.startsWith("PostgreSQL.")
+      ),
+    );
   } catch {
     return new Set();
   }
@@ -313,5 +317,4 @@ Deno.test("Node.exec() returns one result per statement with its command tag, an
         error.statement === "SELECT * FROM missing_table" && error.statementIndex === 1;
     },
   );
-
 });

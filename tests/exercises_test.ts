@@ -37,5 +37,8 @@ for (const definition of allExercises()) {
 }
 
 Deno.test("exercise() names the known exercises when the id is unknown", () => {
-  assert.throws(() => exercise("99.nope", undefined as unknown as Cluster), /Unknown exercise "99\.nope"/);
+  assert.throws(
+    () => exercise("99.nope", undefined as unknown as Cluster),
+    /Unknown exercise "99\.nope"/,
+  );
 });
