@@ -51,6 +51,8 @@ if [ -f "$dir/docker-label" ] && command -v docker >/dev/null 2>&1; then
   [ -n "$nets" ] && docker network rm $nets >/dev/null 2>&1
 fi
 rm -rf "$dir"
+rmdir "$(dirname "$dir")" 2>/dev/null
+exit 0
 `;
 
 /** A directory owned by this process where nodes and helpers live. */
@@ -89,7 +91,13 @@ async function createRun(): Promise<RunDir> {
   await reclaimStaleRuns();
   // Build the directory under a name reclaimers ignore, and give it its final
   // name only once it names its owner, so a concurrent reclaim never takes it.
-  const staging = await Deno.makeTempDir({ dir: root, prefix: `.staging-${Deno.pid}-` });
+  // Another process may remove the (empty) root between mkdir and here: make it again once.
+  const staging = await Deno.makeTempDir({ dir: root, prefix: `.staging-${Deno.pid}-` }).catch(
+    async () => {
+      await Deno.mkdir(root, { recursive: true, mode: 0o755 });
+      return await Deno.makeTempDir({ dir: root, prefix: `.staging-${Deno.pid}-` });
+    },
+  );
   await Deno.chmod(staging, 0o755);
   await Deno.mkdir(`${staging}/nodes`, { mode: 0o755 });
   await Deno.mkdir(`${staging}/pids`, { mode: 0o755 });
@@ -174,6 +182,7 @@ export async function releaseRunIfEmpty(): Promise<void> {
   if (await busy(current.nodesDir) || await busy(current.pidsDir)) return;
   if (await exists(`${current.path}/docker-label`)) return;
   await Deno.remove(current.path, { recursive: true }).catch(() => {});
+  await Deno.remove(runsRoot()).catch(() => {}); // only when empty: other runs may live there
   current = undefined;
 }
 
