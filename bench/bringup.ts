@@ -14,6 +14,7 @@ import type { Cluster, NodeOptions, NodeProvider } from "../lib/mod.ts";
 import { currentRun } from "../lib/_runs.ts";
 import { freePort } from "../lib/ports.ts";
 import { pgBinaries, pgRunAs } from "../lib/providers/_pg_binaries.ts";
+import { initdbArgs } from "../lib/providers/embedded.ts";
 import {
   atMost,
   firstLine,
@@ -90,20 +91,7 @@ export async function bareNode(): Promise<{ ms: number; stop: () => Promise<void
     const ms = await timed(async () => {
       // The same initdb flags as the embedded provider's template.
       const init = await new Deno.Command(bins.initdb, {
-        args: [
-          "-D",
-          `${dir}/data`,
-          "-U",
-          "postgres",
-          "--auth=scram-sha-256",
-          `--pwfile=${dir}/pwfile`,
-          "-E",
-          "UTF8",
-          "--no-locale",
-          "--no-sync",
-          "--no-instructions",
-          "--wal-segsize=1",
-        ],
+        args: initdbArgs(`${dir}/data`, `${dir}/pwfile`),
         uid: user.uid,
         gid: user.gid,
         env: { LC_ALL: "C" },
