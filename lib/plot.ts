@@ -70,6 +70,43 @@ export async function renderPlot(build: (Plot: typeof PlotTypes) => PlotOptions)
   };
 }
 
+/** A labelled moment on a time axis, in seconds. */
+export interface TimeMark {
+  seconds: number;
+  label: string;
+}
+
+/**
+ * Dashed vertical rules with their labels above the plot area: step
+ * boundaries and events ("burst starts", "replica stopped") on a time axis.
+ *
+ * @param Plot The Observable Plot module (from {@link renderPlot}'s callback).
+ * @param marks Where and what.
+ * @param dy How far above the frame the labels sit. @default -12
+ * @example
+ * ```ts
+ * renderPlot((Plot) => ({ marks: [...timeMarks(Plot, [{ seconds: 1.5, label: "swap" }]), Plot.dot(...)] }));
+ * ```
+ */
+export function timeMarks(
+  Plot: typeof PlotTypes,
+  marks: readonly TimeMark[],
+  dy = -12,
+): PlotTypes.Markish[] {
+  return [
+    Plot.ruleX(marks, { x: "seconds", stroke: "#888", strokeDasharray: "4,3" }),
+    Plot.text(marks, {
+      x: "seconds",
+      text: "label",
+      frameAnchor: "top",
+      textAnchor: "start",
+      dx: 3,
+      dy,
+      fill: "#555",
+    }),
+  ];
+}
+
 /** Options for {@link distributionPlot}. */
 export interface DistributionPlotOptions {
   /** Title above the chart. */

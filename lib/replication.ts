@@ -29,7 +29,7 @@ import type { Node } from "./node.ts";
 import { startEmbeddedFromDataDir } from "./providers/embedded.ts";
 import type { NodeStartSpec, ProvidedNode } from "./providers/provider.ts";
 import type { RegionId } from "./regions.ts";
-import { type Figure, renderPlot } from "./plot.ts";
+import { type Figure, renderPlot, timeMarks } from "./plot.ts";
 
 /** Options for {@link addReplica}. */
 export interface ReplicaOptions {
@@ -452,19 +452,9 @@ export async function lagPlot(
   const ms = samples.map((s) => ({ seconds: seconds(s.t), ms: s.replayLagMs }));
   const marks = (options.marks ?? []).map((m) => ({ seconds: seconds(m.t), label: m.label }));
   const xDomain = [0, Math.max(0.001, ...samples.map((s) => seconds(s.t)))];
-  const rules = (Plot: typeof import("@observablehq/plot")) => [
-    Plot.ruleX(marks, { x: "seconds", stroke: "#888", strokeDasharray: "4,3" }),
-    Plot.text(marks, {
-      x: "seconds",
-      text: "label",
-      frameAnchor: "top",
-      textAnchor: "start",
-      dx: 3,
-      dy: -12,
-      fill: "#555",
-    }),
-    Plot.ruleY([0]),
-  ];
+  const rules = (
+    Plot: typeof import("@observablehq/plot"),
+  ) => [...timeMarks(Plot, marks), Plot.ruleY([0])];
   const top = await renderPlot((Plot) => ({
     title: options.title,
     subtitle: options.subtitle ?? "sampled from this process every few ms",

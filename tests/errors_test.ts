@@ -16,6 +16,11 @@ import { runDirectories, waitFor } from "./_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
+/** A child program that starts one node and prints the error's code, message and fix. */
+const START_ONE_NODE = `import { startCluster } from "./lib/mod.ts";
+  try { await startCluster({ name: "x", nodes: [{ name: "eu_db_1" }] }); }
+  catch (e) { console.log(e.code + " | " + e.message + " | " + e.fix); }`;
+
 /** Runs a deno command from the project root and returns its exit code and output. */
 async function denoRun(
   args: string[],
@@ -98,13 +103,7 @@ Deno.test("WORKSHOP_PG_BIN_DIR pointing at no PostgreSQL gives BINARIES_MISSING,
   };
   const before = new Set(await runDirectories());
   try {
-    const start = await denoRun([
-      "eval",
-      "--ext=ts",
-      `import { startCluster } from "./lib/mod.ts";
-       try { await startCluster({ name: "x", nodes: [{ name: "eu_db_1" }] }); }
-       catch (e) { console.log(e.code + " | " + e.message + " | " + e.fix); }`,
-    ], env);
+    const start = await denoRun(["eval", "--ext=ts", START_ONE_NODE], env);
     assert.match(
       start.text,
       /^BINARIES_MISSING \| The PostgreSQL binary at \/nonexistent\/pg16\/bin\/postgres does not run/m,
@@ -133,13 +132,9 @@ Deno.test({
   name: "running as root with an OS user that cannot exist gives POSTGRES_USER_MISSING",
   ignore: Deno.uid() !== 0,
   fn: async () => {
-    const start = await denoRun([
-      "eval",
-      "--ext=ts",
-      `import { startCluster } from "./lib/mod.ts";
-       try { await startCluster({ name: "x", nodes: [{ name: "eu_db_1" }] }); }
-       catch (e) { console.log(e.code + " | " + e.message + " | " + e.fix); }`,
-    ], { WORKSHOP_OS_USER: "no such user!" });
+    const start = await denoRun(["eval", "--ext=ts", START_ONE_NODE], {
+      WORKSHOP_OS_USER: "no such user!",
+    });
     assert.match(
       start.text,
       /^POSTGRES_USER_MISSING \| Cannot run PostgreSQL as root and no OS user "no such user!" exists/m,

@@ -8,7 +8,7 @@
  */
 
 import { WorkshopError } from "../errors.ts";
-import { type Figure, renderPlot } from "../plot.ts";
+import { type Figure, renderPlot, timeMarks } from "../plot.ts";
 import { seededRandom } from "../random.ts";
 import { currentLsn, waitForReplay } from "../replication.ts";
 import type { Router } from "../router.ts";
@@ -319,15 +319,7 @@ export function servedByTimeline(
         order: [...OUTCOMES],
         insetLeft: 0.5,
       }),
-      Plot.ruleX(marks, { x: "seconds", stroke: "#333", strokeDasharray: "4,3" }),
-      Plot.text(marks, {
-        x: "seconds",
-        text: "label",
-        frameAnchor: "top",
-        textAnchor: "start",
-        dx: 3,
-        dy: -14,
-      }),
+      ...timeMarks(Plot, marks, -14),
       Plot.ruleY([0]),
     ],
   }));
