@@ -93,14 +93,28 @@ if [ -e /proc/cgroups ] && [ -d /sys/fs/cgroup ] \
 fi
 
 t_engine=$(date +%s.%N)
-# A dockerd we started earlier may still be coming up.
-if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-  log "dockerd already started (pid $(cat "$PIDFILE")), waiting for it"
+# The pid of a dockerd that is running now, from the pidfile; empty when the
+# file is missing or stale (a dockerd of an earlier session left it behind,
+# and its pid may since belong to another program).
+live_dockerd_pid() {
+  local pid
+  pid=$(cat "$PIDFILE" 2>/dev/null) || return 0
+  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ] && echo "$pid"
+  return 0
+}
+
+dockerd_pid=$(live_dockerd_pid)
+if [ -n "$dockerd_pid" ]; then
+  log "dockerd already started (pid $dockerd_pid), waiting for it"
 else
+  # A stale pidfile would make the wait below think the new dockerd had
+  # already exited (it writes its own pid only once it is up).
+  rm -f "$PIDFILE"
   log "starting dockerd (log: $LOG, pidfile: $PIDFILE)"
   ulimit -n 1048576 2>/dev/null || true
   # setsid + nohup: the daemon outlives this script and its session.
   setsid nohup dockerd --pidfile "$PIDFILE" >>"$LOG" 2>&1 </dev/null &
+  dockerd_pid=$!
 fi
 
 deadline=$(( $(date +%s) + TIMEOUT ))
@@ -110,8 +124,8 @@ until docker_ok; do
     tail -n 30 "$LOG" >&2 || true
     exit 1
   fi
-  if [ -f "$PIDFILE" ] && ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-    log "ERROR: dockerd exited. Last lines of $LOG:"
+  if ! kill -0 "$dockerd_pid" 2>/dev/null; then
+    log "ERROR: dockerd (pid $dockerd_pid) exited. Last lines of $LOG:"
     tail -n 30 "$LOG" >&2 || true
     exit 1
   fi
