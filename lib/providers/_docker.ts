@@ -83,10 +83,21 @@ export async function dockerClient(): Promise<RuntimeClient> {
   }
 }
 
-/** Whether the engine is local (ports published on this machine's loopback). */
+/**
+ * Whether the engine shares this machine's network (ports are then published
+ * on its loopback only). True for a loopback host, and also for an address
+ * of one of this machine's own interfaces: testcontainers answers with the
+ * bridge gateway (172.17.0.1) whenever it runs inside a container
+ * (/.dockerenv), even when the engine runs in that same container.
+ */
 export function engineIsLocal(client: RuntimeClient): boolean {
   const host = client.info.containerRuntime.host;
-  return host === "localhost" || host === "127.0.0.1" || host === "::1";
+  if (host === "localhost" || host === "127.0.0.1" || host === "::1") return true;
+  try {
+    return Deno.networkInterfaces().some((nic) => nic.address === host);
+  } catch {
+    return false; // no --allow-sys: keep testcontainers' answer
+  }
 }
 
 const checkedImages = new Map<string, Promise<void>>();
