@@ -147,13 +147,9 @@ export function distributionPlot(
     marginBottom: 44,
     x: { label, grid: true, nice: true, labelAnchor: "center", labelOffset: 36 },
     y: { label: null, domain: data.map((d) => d.partition) },
-    // Nodes in name order, so a node keeps its colour from one chart to the next
-    // as long as the nodes before it are the same (eu_db_1 is always the first colour).
-    color: {
-      legend: true,
-      label: "node",
-      domain: naturalSort([...new Set(data.map((d) => d.node))]),
-    },
+    // A node keeps its colour from one chart to the next, also when a node
+    // that sorts before it joins later (see nodeColours).
+    color: { legend: true, label: "node", ...nodeColours(Plot, shards, data.map((d) => d.node)) },
     marks: [
       Plot.barX(data, { y: "partition", x: "value", fill: "node", inset: 2 }),
       Plot.text(data, {
@@ -166,6 +162,40 @@ export function distributionPlot(
       Plot.ruleX([0]),
     ],
   }));
+}
+
+/** Colour of each node name, in the order names were first charted (this process). */
+const chartedNodes = new Map<string, number>();
+
+/**
+ * The colour scale of a chart whose marks are coloured by node: legend
+ * labels in natural order, and each node the colour it got the first time
+ * any chart showed it, so a notebook's charts agree however nodes come and go.
+ *
+ * @param Plot The Observable Plot module.
+ * @param shards The rows charted (their `node` names key the colours).
+ * @param labels The legend label of each row (the node with its region).
+ * @returns `domain` and `range` for Plot's `color` scale.
+ */
+export function nodeColours(
+  Plot: typeof PlotTypes,
+  shards: readonly { node?: string | null }[],
+  labels: readonly string[],
+): { domain: string[]; range: string[] } {
+  const palette = Plot.scale({
+    color: { type: "ordinal", scheme: "observable10", domain: [...Array(10).keys()] },
+  })
+    .range as string[];
+  const nameOf = new Map(labels.map((label, i) => [label, shards[i].node ?? label]));
+  const domain = naturalSort([...nameOf.keys()]);
+  for (const label of domain) {
+    const name = nameOf.get(label)!;
+    if (!chartedNodes.has(name)) chartedNodes.set(name, chartedNodes.size);
+  }
+  return {
+    domain,
+    range: domain.map((label) => palette[chartedNodes.get(nameOf.get(label)!)! % palette.length]),
+  };
 }
 
 /** Sorts labels with numbers in numeric order ("eu_db_2" before "eu_db_10"). */

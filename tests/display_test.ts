@@ -75,6 +75,32 @@ Deno.test("distributionPlot() can show bytes in KiB instead of rows", async () =
   assert.ok(figure.html.includes(">176<"), "180224 bytes = 176 KiB");
 });
 
+Deno.test("distributionPlot() keeps each node's colour when a node that sorts first joins", async () => {
+  const shard = (partition: string, node: string): ShardRow => ({
+    ...SHARDS[0],
+    partition,
+    node,
+    region: null,
+  });
+  const barFills = async (shards: ShardRow[]) => {
+    const html = (await distributionPlot(shards)).html;
+    const bars = html.match(/<g aria-label="bar"[^>]*>([\s\S]*?)<\/g>/)?.[1] ?? "";
+    const fills = [...bars.matchAll(/fill="([^"]+)"/g)].map((m) => m[1]);
+    return new Map(shards.map((s, i) => [s.node!, fills[i]]));
+  };
+  const before = await barFills([shard("t_eu", "zz_eu_db"), shard("t_us", "zz_us_db")]);
+  const after = await barFills([
+    shard("t_as", "zz_asia"),
+    shard("t_eu", "zz_eu_db"),
+    shard("t_us", "zz_us_db"),
+  ]);
+  assert.equal(before.size, 2);
+  assert.notEqual(before.get("zz_eu_db"), before.get("zz_us_db"));
+  assert.equal(after.get("zz_eu_db"), before.get("zz_eu_db"), "eu keeps its colour");
+  assert.equal(after.get("zz_us_db"), before.get("zz_us_db"), "us keeps its colour");
+  assert.equal(new Set(after.values()).size, 3, "the newcomer gets a colour of its own");
+});
+
 Deno.test("table() renders rows as an HTML table and aligned text, escaping HTML", () => {
   const bundle = mimeBundle(table([{ name: "<b>x</b>", rows: 3, note: null }], { caption: "c" }));
   assert.match(bundle["text/html"], /<caption>c<\/caption>/);
