@@ -164,13 +164,15 @@ export function distributionPlot(
   }));
 }
 
-/** Colour of each node name, in the order names were first charted (this process). */
+/** Palette index of each node name charted so far in this process. */
 const chartedNodes = new Map<string, number>();
 
 /**
  * The colour scale of a chart whose marks are coloured by node: legend
  * labels in natural order, and each node the colour it got the first time
- * any chart showed it, so a notebook's charts agree however nodes come and go.
+ * any chart showed it, so a notebook's charts agree however nodes come and
+ * go. Two nodes in one chart never share a colour (up to the palette's ten):
+ * when they would, the later one moves to a colour free in this chart.
  *
  * @param Plot The Observable Plot module.
  * @param shards The rows charted (their `node` names key the colours).
@@ -184,18 +186,30 @@ export function nodeColours(
 ): { domain: string[]; range: string[] } {
   const palette = Plot.scale({
     color: { type: "ordinal", scheme: "observable10", domain: [...Array(10).keys()] },
-  })
-    .range as string[];
+  }).range as string[];
   const nameOf = new Map(labels.map((label, i) => [label, shards[i].node ?? label]));
   const domain = naturalSort([...nameOf.keys()]);
+  const index = new Map<string, number>(); // label -> palette index in this chart
+  const used = new Set<number>();
+  // Nodes charted before keep their colour; then newcomers take a colour no
+  // node has had yet, else one free in this chart.
   for (const label of domain) {
-    const name = nameOf.get(label)!;
-    if (!chartedNodes.has(name)) chartedNodes.set(name, chartedNodes.size);
+    const known = chartedNodes.get(nameOf.get(label)!);
+    if (known === undefined || used.has(known)) continue;
+    index.set(label, known);
+    used.add(known);
   }
-  return {
-    domain,
-    range: domain.map((label) => palette[chartedNodes.get(nameOf.get(label)!)! % palette.length]),
-  };
+  const taken = new Set(chartedNodes.values());
+  for (const label of domain.filter((l) => !index.has(l))) {
+    const free = [...palette.keys()].filter((i) => !used.has(i));
+    const next = free.find((i) => !taken.has(i)) ?? free[0] ?? 0;
+    chartedNodes.set(nameOf.get(label)!, next);
+    index.set(label, next);
+    used.add(next);
+    taken.add(next);
+  }
+  const range = domain.map((label) => palette[index.get(label)!]);
+  return { domain, range };
 }
 
 /** Sorts labels with numbers in numeric order ("eu_db_2" before "eu_db_10"). */

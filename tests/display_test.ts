@@ -99,6 +99,11 @@ Deno.test("distributionPlot() keeps each node's colour when a node that sorts fi
   assert.equal(after.get("zz_eu_db"), before.get("zz_eu_db"), "eu keeps its colour");
   assert.equal(after.get("zz_us_db"), before.get("zz_us_db"), "us keeps its colour");
   assert.equal(new Set(after.values()).size, 3, "the newcomer gets a colour of its own");
+
+  // More nodes than colours over time: two nodes charted together still differ.
+  for (let i = 0; i < 11; i++) await barFills([shard("t", `zz_many_${i}`)]);
+  const pair = await barFills([shard("a", "zz_many_0"), shard("b", "zz_many_10")]);
+  assert.notEqual(pair.get("zz_many_0"), pair.get("zz_many_10"));
 });
 
 Deno.test("table() renders rows as an HTML table and aligned text, escaping HTML", () => {
