@@ -6,7 +6,7 @@
  * @module
  */
 
-import { pgBinaries, pgRunAs } from "../lib/providers/_pg_binaries.ts";
+import { asUser, pgBinaries, pgRunAs } from "../lib/providers/_pg_binaries.ts";
 import { descendants, listProcesses } from "./_procs.ts";
 
 /** The machine the figures come from. */
@@ -50,7 +50,7 @@ export async function versions(dockerHint = ""): Promise<Versions> {
   const postgres = await pgBinaries()
     .then(async (bins) => {
       const user = await pgRunAs();
-      return await output(bins.postgres, ["--version"], { uid: user.uid, gid: user.gid });
+      return await output(bins.postgres, ["--version"], asUser(user));
     })
     .catch((error) => `absent: ${(error as Error).message.split("\n")[0]}`);
   const pgbench = await output(pgbenchPath(), ["--version"]) ?? "absent: no pgbench binary";
@@ -150,13 +150,12 @@ function round2(x: number): number {
 async function output(
   cmd: string,
   args: string[],
-  ids: { uid?: number; gid?: number } = {},
+  as: Pick<Deno.CommandOptions, "uid" | "gid" | "cwd"> = {},
 ): Promise<string | undefined> {
   try {
     const out = await new Deno.Command(cmd, {
       args,
-      uid: ids.uid,
-      gid: ids.gid,
+      ...as,
       stdout: "piped",
       stderr: "null",
     }).output();

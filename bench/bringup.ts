@@ -13,7 +13,7 @@ import { configure, linkNodes, settings, startCluster } from "../lib/mod.ts";
 import type { Cluster, NodeOptions, NodeProvider } from "../lib/mod.ts";
 import { currentRun } from "../lib/_runs.ts";
 import { freePort } from "../lib/ports.ts";
-import { pgBinaries, pgRunAs } from "../lib/providers/_pg_binaries.ts";
+import { asUser, pgBinaries, pgRunAs } from "../lib/providers/_pg_binaries.ts";
 import { initdbArgs } from "../lib/providers/embedded.ts";
 import {
   atMost,
@@ -92,8 +92,7 @@ export async function bareNode(): Promise<{ ms: number; stop: () => Promise<void
       // The same initdb flags as the embedded provider's template.
       const init = await new Deno.Command(bins.initdb, {
         args: initdbArgs(`${dir}/data`, `${dir}/pwfile`),
-        uid: user.uid,
-        gid: user.gid,
+        ...asUser(user),
         env: { LC_ALL: "C" },
         stdout: "null",
         stderr: "piped",
@@ -114,8 +113,7 @@ export async function bareNode(): Promise<{ ms: number; stop: () => Promise<void
           "unix_socket_directories=",
         ],
         env: { LOG: `${dir}/postgres.log`, LC_ALL: "C" },
-        uid: user.uid,
-        gid: user.gid,
+        ...asUser(user),
         stdin: "null",
         stdout: "null",
         stderr: "null",

@@ -29,6 +29,8 @@ export interface EnvironmentCheck {
   essential: boolean;
   /** The failure's error code, when it was a WorkshopError. */
   code?: ErrorCode;
+  /** The failure's details (a command's error output), when it had any. */
+  details?: string;
 }
 
 /**
@@ -54,7 +56,7 @@ export async function environmentChecks(): Promise<EnvironmentCheck[]> {
         found: firstLine(e.message).replace(/ \[[A-Z_]+\]$/, ""),
         fix: e.fix ?? "",
         essential,
-        ...(isWorkshopError(error) ? { code: error.code } : {}),
+        ...(isWorkshopError(error) ? { code: error.code, details: error.details } : {}),
       });
     }
   };
@@ -164,9 +166,7 @@ export async function preflight(): Promise<EnvironmentCheck[]> {
     throw new WorkshopError(
       failed.code ?? "PREFLIGHT_FAILED",
       `Preflight failed: ${failed.check}: ${failed.found}`,
-      {
-        fix: failed.fix || "See the message above",
-      },
+      { fix: failed.fix || "See the message above", details: failed.details },
     );
   }
   return rows;

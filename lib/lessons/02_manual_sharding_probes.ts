@@ -13,7 +13,7 @@ import { WorkshopError } from "../errors.ts";
 import { type PartitionRow, partitionTree } from "../inspect.ts";
 import type { Node } from "../node.ts";
 import { freePort } from "../ports.ts";
-import { pgBinaries, pgRunAs } from "../providers/_pg_binaries.ts";
+import { asUser, pgBinaries, pgRunAs } from "../providers/_pg_binaries.ts";
 import { currentRun } from "../_runs.ts";
 import { SHARDS } from "./02_manual_sharding.ts";
 
@@ -178,8 +178,7 @@ export async function startSecondPostmaster(node: Node): Promise<SecondPostmaste
   const started = performance.now();
   const child = new Deno.Command(bins.postgres, {
     args: ["-D", node.dataDir, "-c", `port=${await freePort()}`, "-c", "listen_addresses="],
-    uid: user.uid,
-    gid: user.gid,
+    ...asUser(user),
     env: { LC_ALL: "C" },
     stdin: "null",
     stdout: "piped",

@@ -38,6 +38,20 @@ export interface PgRunAs {
   name: string;
 }
 
+/**
+ * `Deno.Command` options that run a command as `user`: its uid and gid, and
+ * a working directory it can enter. The caller's own may be private (a
+ * clone under a mode-700 directory), and then the spawn fails with EACCES.
+ *
+ * @example
+ * ```ts
+ * new Deno.Command(bins.postgres, { args: ["--version"], ...asUser(await pgRunAs()) });
+ * ```
+ */
+export function asUser(user: PgRunAs): Pick<Deno.CommandOptions, "uid" | "gid" | "cwd"> {
+  return user.uid === undefined ? {} : { uid: user.uid, gid: user.gid, cwd: "/" };
+}
+
 let binaries: Promise<PgBinaries> | undefined;
 let runAs: Promise<PgRunAs> | undefined;
 
@@ -173,8 +187,7 @@ async function lookupUser(name: string): Promise<{ uid: number; gid: number } | 
 async function ensureReadableBy(found: PgBinaries, user: PgRunAs): Promise<PgBinaries> {
   const probe = await tryOutput(found.postgres, {
     args: ["--version"],
-    uid: user.uid,
-    gid: user.gid,
+    ...asUser(user),
   });
   if (probe?.success) return found;
   const shared = `/var/tmp/pg-scaleout-workshop/pg-${EMBEDDED_PG_VERSION}`;
@@ -194,8 +207,7 @@ async function checkRuns(found: PgBinaries, user: PgRunAs, source?: string): Pro
     // A missing binary makes spawning throw synchronously, so await inside the try.
     out = await new Deno.Command(found.postgres, {
       args: ["--version"],
-      uid: user.uid,
-      gid: user.gid,
+      ...asUser(user),
       stdout: "piped",
       stderr: "piped",
     }).output();

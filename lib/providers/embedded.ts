@@ -17,6 +17,7 @@ import { WorkshopError } from "../errors.ts";
 import { currentRun } from "../_runs.ts";
 import { assertPortFree, freePort } from "../ports.ts";
 import {
+  asUser,
   EMBEDDED_PG_VERSION,
   type PgBinaries,
   pgBinaries,
@@ -193,8 +194,7 @@ function spawnPostgres(
   const child = new Deno.Command("sh", {
     args: ["-c", 'exec "$0" "$@" >>"$PGSW_LOG" 2>&1', bins.postgres, "-D", dataDir, ...flags],
     env: { PGSW_LOG: logFile, LC_ALL: "C" },
-    uid: user.uid,
-    gid: user.gid,
+    ...asUser(user),
     stdin: "null",
     stdout: "null",
     stderr: "null",
@@ -327,8 +327,7 @@ async function loadOrCreateTemplate(): Promise<Template> {
     await ownBy(build, user);
     const out = await new Deno.Command(bins.initdb, {
       args: initdbArgs(`${build}/data`, `${build}/pwfile`),
-      uid: user.uid,
-      gid: user.gid,
+      ...asUser(user),
       env: { LC_ALL: "C" },
       stdout: "piped",
       stderr: "piped",

@@ -1,12 +1,16 @@
 /**
- * The kit as a normal (unprivileged) user. The rest of the suite runs as
- * whoever runs it; under root (CI) the embedded provider then runs
- * PostgreSQL as the `postgres` OS user. This test covers the other path:
- * a child process as `nobody` brings up nodes that run as `nobody`
- * themselves, partitions a table across them, and leaves nothing behind.
+ * Which OS user runs PostgreSQL. The rest of the suite runs as whoever runs
+ * it; under root (CI) the embedded provider then runs PostgreSQL as the
+ * `postgres` OS user. These tests cover the edges of that:
  *
- * Runs only as root (it needs to switch user); as a normal user the whole
- * suite already is this test.
+ * - a normal user (`nobody`) brings up nodes that run as that user itself,
+ *   partitions a table across them, and leaves nothing behind;
+ * - root working in a private (mode 700) directory, as a fresh clone under
+ *   `mktemp -d` is: the servers, which run as `postgres`, must not need to
+ *   enter it.
+ *
+ * Both run only as root (they need to switch user); as a normal user the
+ * whole suite already is the first one.
  */
 
 import assert from "node:assert/strict";
@@ -127,6 +131,35 @@ Deno.test({
       }
     } finally {
       await Deno.remove(home, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "root in a private working directory still starts nodes (run as postgres, from /)",
+  ignore: Deno.uid() !== 0,
+  fn: async () => {
+    const privateDir = await Deno.makeTempDir({ prefix: "pgsw-private-cwd-" });
+    try {
+      await Deno.chmod(privateDir, 0o700);
+      const code = `
+        import { startCluster } from "${PROJECT}lib/mod.ts";
+        await using cluster = await startCluster({ name: "private-cwd", nodes: [{ name: "eu_db_1" }] });
+        const [{ one }] = await cluster.node("eu_db_1").sql\`SELECT 1 AS one\`;
+        console.log("one=" + one);
+      `;
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["eval", "--ext=ts", `--config=${PROJECT}deno.json`, code],
+        cwd: privateDir,
+        env: { NO_COLOR: "1", LATENCY_SCALE: "0" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+      assert.ok(out.success, `the child failed:\n${text}`);
+      assert.match(text, /one=1/);
+    } finally {
+      await Deno.remove(privateDir, { recursive: true });
     }
   },
 });
