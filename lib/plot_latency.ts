@@ -32,10 +32,57 @@ export interface TimelineOptions {
   /** Log scale for the y axis (latencies spanning 1 ms to seconds). @default true */
   log?: boolean;
   /**
-   * Lines of step labels above the chart; with more than one, consecutive
-   * steps' labels go on different lines, so close steps stay readable. @default 1
+   * At least this many lines of step labels above the chart. More are added
+   * when labels would overlap: each label takes the lowest line where it fits.
+   * @default 1
    */
   labelRows?: number;
+}
+
+/** Chart width and the plot area's side margins, in px (Plot's defaults for this chart). */
+const CHART = { width: 760, marginLeft: 40, marginRight: 20 };
+
+/** Estimated width of a step label (12 px sans-serif), with its gap, in px. */
+function labelWidth(text: string): number {
+  return 6.6 * text.length + 10;
+}
+
+/**
+ * Stacks labels that start at `positions` (px, ascending) into lines: each
+ * goes on the lowest line whose last label ends before it starts.
+ *
+ * @returns The line of each label (0 is nearest the plot) and how many lines.
+ */
+export function stackLabels(
+  positions: readonly number[],
+  widths: readonly number[],
+): { line: number[]; lines: number } {
+  const ends: number[] = [];
+  const line = positions.map((x, i) => {
+    let free = ends.findIndex((end) => end <= x);
+    if (free === -1) free = ends.push(0) - 1;
+    ends[free] = x + widths[i];
+    return free;
+  });
+  return { line, lines: Math.max(1, ends.length) };
+}
+
+/**
+ * Lays out step labels on a linear time axis, or on a square-root one when
+ * the steps crowd the start of a long run (a quick scale-up followed by a
+ * long last step) and the root spreads them onto fewer lines.
+ */
+function stepLayout(marks: readonly { seconds: number; step: string }[], span: number) {
+  const plotWidth = CHART.width - CHART.marginLeft - CHART.marginRight;
+  const widths = marks.map((m) => labelWidth(m.step));
+  const place = (f: (s: number) => number) =>
+    stackLabels(marks.map((m) => (f(m.seconds) / f(span)) * plotWidth), widths);
+  const linear = place((s) => s);
+  if (linear.lines <= 2) return { type: "linear" as const, ...linear };
+  const root = place(Math.sqrt);
+  return root.lines < linear.lines
+    ? { type: "sqrt" as const, ...root }
+    : { type: "linear" as const, ...linear };
 }
 
 /**
@@ -58,17 +105,25 @@ export function latencyTimeline(
   }));
   const ok = points.filter((p) => p.ok);
   const failed = points.filter((p) => !p.ok);
-  const labelRows = Math.max(1, Math.floor(options.labelRows ?? 1));
-  const marks = source.marks.map((m, i) => ({ ...m, seconds: m.t / 1000, row: i % labelRows }));
+  const stepMarks = source.marks.map((m) => ({ ...m, seconds: m.t / 1000 }));
+  const span = [...points, ...stepMarks].reduce((max, p) => Math.max(max, p.seconds), 1e-3);
+  const layout = stepLayout(stepMarks, span);
+  const labelRows = Math.max(layout.lines, Math.floor(options.labelRows ?? 1));
+  const marks = stepMarks.map((m, i) => ({ ...m, line: layout.line[i] }));
   const log = options.log ?? true;
   return renderPlot((Plot) => ({
     title: options.title,
     subtitle: options.subtitle ?? simulatedLatencyNote(),
+    ...CHART,
     height: 340 + 14 * (labelRows - 1),
     marginTop: 30 + 14 * (labelRows - 1),
     marginBottom: 44,
     x: {
-      label: "time since the workload started (s)",
+      type: layout.type,
+      domain: [0, span],
+      label: layout.type === "sqrt"
+        ? "time since the workload started (s, square-root scale: the early steps spread out)"
+        : "time since the workload started (s)",
       grid: true,
       labelAnchor: "center",
       labelOffset: 36,
@@ -84,16 +139,15 @@ export function latencyTimeline(
       Plot.ruleX(marks, { x: "seconds", stroke: "#888", strokeDasharray: "4,3" }),
       ...Array.from(
         { length: labelRows },
-        (_, row) =>
-          Plot.text(marks.filter((m) => m.row === row), {
+        (_, line) =>
+          Plot.text(marks.filter((m) => m.line === line), {
             x: "seconds",
             frameAnchor: "top",
             text: "step",
             textAnchor: "start",
             dx: 3,
-            dy: -12 - 14 * (labelRows - 1 - row),
+            dy: -12 - 14 * line,
             fill: "#555",
-            lineWidth: 12,
           }),
       ),
       Plot.dot(ok, { x: "seconds", y: "shown", fill: "op", r: 2.5, tip: true }),

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { startCluster } from "../lib/mod.ts";
 import { percentile, type Sample, startWorkload, summarize } from "../lib/workload.ts";
-import { latencyPercentiles, latencyTimeline } from "../lib/plot_latency.ts";
+import { latencyPercentiles, latencyTimeline, stackLabels } from "../lib/plot_latency.ts";
 
 const CUSTOMER_DDL =
   `CREATE TABLE customer (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), email text NOT NULL)`;
@@ -88,4 +88,29 @@ Deno.test("Workload records failed operations with their errors and the longest 
   assert.match(figure.html, /aria-label="dot"/);
   const bars = await latencyPercentiles(load);
   assert.match(bars.html, /aria-label="bar"/);
+});
+
+Deno.test("stackLabels() puts each label on the lowest line where it does not overlap", () => {
+  assert.deepEqual(stackLabels([0, 50, 60, 200], [40, 40, 40, 40]), {
+    line: [0, 0, 1, 0],
+    lines: 2,
+  });
+  assert.deepEqual(stackLabels([0, 1, 2], [10, 10, 10]), { line: [0, 1, 2], lines: 3 });
+  assert.deepEqual(stackLabels([], []), { line: [], lines: 1 });
+});
+
+Deno.test("latencyTimeline() spreads steps that crowd the start of a long run on a square-root axis", async () => {
+  const steps = ["1 node", "2 nodes", "rename window", "after rename", "3 nodes", "6 nodes"];
+  const marks = steps.map((step, i) => ({ step, t: i * 900 }));
+  const sample = (t: number): Sample => ({ t, op: "count", ms: 1, ok: true, step: "" });
+  const labels = (html: string) => steps.filter((step) => html.includes(`>${step}<`));
+
+  const long = await latencyTimeline({ marks, samples: [sample(0), sample(86_000)] });
+  assert.match(long.html, /square-root scale/);
+  assert.deepEqual(labels(long.html), steps, "every step is labelled");
+
+  const even = steps.map((step, i) => ({ step, t: i * 15_000 }));
+  const spread = await latencyTimeline({ marks: even, samples: [sample(0), sample(86_000)] });
+  assert.doesNotMatch(spread.html, /square-root/, "evenly spread steps keep a linear axis");
+  assert.ok(spread.html.includes('viewBox="0 0 760 340"'), "one line of labels");
 });
