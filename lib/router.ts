@@ -298,7 +298,10 @@ export class Router implements AsyncDisposable {
   ): Promise<Record<string, unknown>[]> {
     this.#assertOpen();
     const text = statementText(strings);
-    if (kind === "write") {
+    if (kind === "write" || state.wrote) {
+      const reason = kind === "write"
+        ? "writes always go to the primary"
+        : "read after a write in this request";
       state.wrote = true;
       return await this.#exec(
         state,
@@ -306,18 +309,7 @@ export class Router implements AsyncDisposable {
         text,
         this.primary,
         "primary",
-        "writes always go to the primary",
-        (sql) => sql(strings, ...values),
-      );
-    }
-    if (state.wrote) {
-      return await this.#exec(
-        state,
-        kind,
-        text,
-        this.primary,
-        "primary",
-        "read after a write in this request",
+        reason,
         (sql) => sql(strings, ...values),
       );
     }
