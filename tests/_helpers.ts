@@ -58,11 +58,19 @@ export async function runDirectories(): Promise<string[]> {
   return entries.filter((e) => e.name.startsWith("run-")).map((e) => `${runsRoot()}/${e.name}`);
 }
 
-/** Runs a TypeScript snippet in a separate Deno process from the project root; returns the child. */
-export function spawnDeno(code: string, env: Record<string, string> = {}): Deno.ChildProcess {
+/**
+ * Runs a TypeScript snippet in a separate Deno process, from the project
+ * root or from `cwd` (with the project's deno.json); returns the child.
+ */
+export function spawnDeno(
+  code: string,
+  env: Record<string, string> = {},
+  cwd?: string,
+): Deno.ChildProcess {
+  const root = new URL("..", import.meta.url).pathname;
   return new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--ext=ts", code],
-    cwd: new URL("..", import.meta.url).pathname,
+    args: ["eval", "--ext=ts", `--config=${root}deno.json`, code],
+    cwd: cwd ?? root,
     env: { NO_COLOR: "1", ...env },
     stdout: "piped",
     stderr: "piped",

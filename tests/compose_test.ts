@@ -79,6 +79,20 @@ function composeRun(project: string, args: string[]): Promise<{ ok: boolean; out
   return run([...compose!, "-p", project, ...args], ENV);
 }
 
+/** The id of the (first) container of a compose service. */
+async function serviceContainer(project: string, service: string): Promise<string> {
+  const { out } = await run([
+    "docker",
+    "ps",
+    "-q",
+    "--filter",
+    `label=com.docker.compose.project=${project}`,
+    "--filter",
+    `label=com.docker.compose.service=${service}`,
+  ]);
+  return out.split("\n")[0];
+}
+
 /** Waits until every container of the project reports healthy; returns their names. */
 async function waitHealthy(project: string, count: number, timeoutMs = 120_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -157,15 +171,7 @@ Deno.test({
       await waitHealthy(project, services.length);
 
       // The replica pair: a streaming hot standby of db.
-      const [db] = (await run([
-        "docker",
-        "ps",
-        "-q",
-        "--filter",
-        `label=com.docker.compose.project=${project}`,
-        "--filter",
-        "label=com.docker.compose.service=db",
-      ])).out.split("\n");
+      const db = await serviceContainer(project, "db");
       const streaming = await run([
         "docker",
         "exec",
@@ -234,15 +240,7 @@ Deno.test({
         });
       }
       // The stack's own databases are untouched; the notebook's are gone.
-      const [eu1c] = (await run([
-        "docker",
-        "ps",
-        "-q",
-        "--filter",
-        `label=com.docker.compose.project=${project}`,
-        "--filter",
-        "label=com.docker.compose.service=eu_db_1",
-      ])).out.split("\n");
+      const eu1c = await serviceContainer(project, "eu_db_1");
       const dbs = await run([
         "docker",
         "exec",

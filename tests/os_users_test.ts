@@ -16,7 +16,7 @@
 import assert from "node:assert/strict";
 import { tryOutput } from "../lib/_process.ts";
 import { settings } from "../lib/config.ts";
-import { pathExists, waitFor } from "./_helpers.ts";
+import { pathExists, spawnDeno, waitFor } from "./_helpers.ts";
 
 const PROJECT = new URL("..", import.meta.url).pathname;
 const NOBODY = { uid: 65534, gid: 65534 };
@@ -148,13 +148,7 @@ Deno.test({
         const [{ one }] = await cluster.node("eu_db_1").sql\`SELECT 1 AS one\`;
         console.log("one=" + one);
       `;
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: ["eval", "--ext=ts", `--config=${PROJECT}deno.json`, code],
-        cwd: privateDir,
-        env: { NO_COLOR: "1", LATENCY_SCALE: "0" },
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
+      const out = await spawnDeno(code, { LATENCY_SCALE: "0" }, privateDir).output();
       const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
       assert.ok(out.success, `the child failed:\n${text}`);
       assert.match(text, /one=1/);
